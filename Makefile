@@ -1,0 +1,44 @@
+# Two commands on a fresh machine:
+#   make run    create .venv, install, fetch the data (offline DVC remote), dvc repro
+#   make test   the test suite (fast; `make test-all` adds the slow end-to-end tests)
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+# Keep every tool local and quiet: no telemetry, no analytics daemons, no writes outside the repo.
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.cache/dvc-site
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup run test test-all lint clean-outputs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU wheel first: with it present, the package's torch range installs nothing more.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/dvc pull
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests flows benchmarks
+
+clean-outputs:
+	rm -rf data/curated data/degraded data/embeddings models metrics reports checkpoints

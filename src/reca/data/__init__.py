@@ -1,0 +1,1 @@
+"""Data: image IO, transforms, manifests, datasets and the synthetic default world."""

@@ -1,0 +1,1 @@
+"""Evaluation: the exact ShapeWorld detector, compositional scores, fidelity metrics, grids."""

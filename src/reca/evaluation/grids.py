@@ -1,0 +1,36 @@
+"""Sample grids: rows of images with a text label, as one PNG (no torchvision)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from reca.fileio import atomic_path
+
+
+def image_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], *, scale: int = 3, label_width: int = 260,
+               pad: int = 4) -> Image.Image:
+    """One row per (label, images); images are upscaled ``scale``x with nearest neighbour."""
+    if not rows:
+        raise ValueError("no rows to draw")
+    cell = max(img.size[0] for _, imgs in rows for img in imgs) * scale
+    cols = max(len(imgs) for _, imgs in rows)
+    width = label_width + cols * (cell + pad) + pad
+    height = len(rows) * (cell + pad) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, imgs) in enumerate(rows):
+        y = pad + r * (cell + pad)
+        draw.text((pad, y + cell // 2 - 6), label[:42], fill=(0, 0, 0))
+        for c, img in enumerate(imgs):
+            canvas.paste(img.resize((cell, cell), Image.Resampling.NEAREST), (label_width + pad + c * (cell + pad), y))
+    return canvas
+
+
+def save_grid(path: str | Path, rows: Sequence[tuple[str, Sequence[Image.Image]]], **kwargs: int) -> Path:
+    """Render :func:`image_grid` and write it atomically as PNG."""
+    with atomic_path(path) as tmp:
+        image_grid(rows, **kwargs).save(tmp, format="PNG")
+    return Path(path)

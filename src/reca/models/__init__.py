@@ -1,0 +1,1 @@
+"""Models: the UMM adapter protocol, the registry and one adapter per paradigm."""

@@ -1,0 +1,154 @@
+"""The UMM adapter protocol: the one interface the RecA objective is written against.
+
+A unified multimodal model has an understanding branch (vision encoder plus
+projector into the language model) and a generation branch (its own image
+representation and loss). An adapter exposes exactly what RecA needs from
+both, whatever the paradigm (discrete autoregressive, masked tokens, MAR,
+flow matching), so that :mod:`reca.objectives.reca` never branches on the
+model type.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Condition:
+    """What the generation branch is conditioned on, for a batch.
+
+    Attributes:
+        texts: one instruction or prompt per sample.
+        image_embeddings: ``h_v`` per sample (B, N, D), placed where an image
+            goes in the chat-formatted prompt; ``None`` for text-only prompts.
+        drop: bool (B,) — samples whose condition is replaced by the
+            unconditional prompt (classifier-free guidance dropout).
+    """
+
+    texts: list[str]
+    image_embeddings: torch.Tensor | None = None
+    drop: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.texts)
+        if self.image_embeddings is not None and self.image_embeddings.shape[0] != n:
+            raise ValueError(f"{self.image_embeddings.shape[0]} image embeddings for {n} texts")
+        if self.drop is not None and self.drop.shape != (n,):
+            raise ValueError(f"drop mask shape {tuple(self.drop.shape)} != ({n},)")
+
+
+class UMMAdapter(nn.Module, abc.ABC):
+    """One unified multimodal model behind the interface RecA needs.
+
+    Subclasses register under a name in :mod:`reca.models.registry` and name
+    their parts (``parts()``) so the freezing policy is data, not code.
+    """
+
+    #: registry name, e.g. ``"janus_ar"``
+    name: ClassVar[str]
+    #: parts that stay frozen unless the user asks otherwise (the paper's policy)
+    default_frozen: ClassVar[tuple[str, ...]] = ()
+    #: whether understanding and generation share parameters (then λ_i2t = 1 keeps
+    #: understanding from degrading); decoupled models freeze understanding instead.
+    shares_understanding_parameters: ClassVar[bool] = True
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    @abc.abstractmethod
+    def from_pretrained(
+        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False
+    ) -> UMMAdapter:
+        """Load from a local directory or a hub id (safetensors weights)."""
+
+    @abc.abstractmethod
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a directory that :meth:`from_pretrained` loads (HF format, safetensors)."""
+
+    # ----------------------------------------------------------- understanding
+    @property
+    @abc.abstractmethod
+    def understanding_size(self) -> int:
+        """Side, in pixels, of the understanding encoder's input."""
+
+    @property
+    @abc.abstractmethod
+    def generation_size(self) -> int:
+        """Side, in pixels, of generated images."""
+
+    @abc.abstractmethod
+    def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Output of the (frozen, cacheable) understanding encoder for pixels in [-1, 1]."""
+
+    @abc.abstractmethod
+    def understanding_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """``h_v``: encoder features projected into the model's input space."""
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``h_v`` straight from pixels."""
+        return self.understanding_embeddings(self.understanding_features(pixels))
+
+    def encoder_fingerprint(self) -> str:
+        """Hash of the understanding encoder's weights: the key of the embedding cache."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.parts()["understanding_encoder"].state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------ losses
+    @abc.abstractmethod
+    def generation_loss(self, condition: Condition, target_pixels: torch.Tensor) -> torch.Tensor:
+        """The generation branch's own loss for reproducing ``target_pixels`` given ``condition``."""
+
+    @abc.abstractmethod
+    def i2t_loss(self, pixels: torch.Tensor, instructions: Sequence[str], captions: Sequence[str]) -> torch.Tensor:
+        """Image-to-text (captioning) loss."""
+
+    # --------------------------------------------------------------- inference
+    @abc.abstractmethod
+    def generate(
+        self,
+        condition: Condition,
+        *,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Generate images (B, 3, H, W) in [-1, 1] from a condition."""
+
+    def text_to_image(self, prompts: Sequence[str], **kwargs: Any) -> torch.Tensor:
+        """Text-to-image: the condition is the prompt alone (RecA changes nothing at inference)."""
+        return self.generate(Condition(texts=list(prompts)), **kwargs)
+
+    def edit(self, pixels: torch.Tensor, instructions: Sequence[str], **kwargs: Any) -> torch.Tensor:
+        """Image editing: the condition is the source image's ``h_v`` plus an instruction."""
+        return self.generate(Condition(texts=list(instructions), image_embeddings=self.embed_images(pixels)), **kwargs)
+
+    # ------------------------------------------------------------- parameters
+    @abc.abstractmethod
+    def parts(self) -> dict[str, nn.Module]:
+        """Named parts of the model (``understanding_encoder``, ``image_tokenizer``, ...)."""
+
+    def set_frozen(self, frozen: Sequence[str]) -> None:
+        """Freeze the named parts and unfreeze everything else."""
+        parts = self.parts()
+        unknown = sorted(set(frozen) - set(parts))
+        if unknown:
+            raise ValueError(f"cannot freeze unknown part(s) {unknown}; {self.name} has: {', '.join(parts)}")
+        for p in self.parameters():
+            p.requires_grad_(True)
+        for name in frozen:
+            for p in parts[name].parameters():
+                p.requires_grad_(False)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters that receive gradients under the current freezing policy."""
+        return [p for p in self.parameters() if p.requires_grad]

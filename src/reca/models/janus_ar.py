@@ -1,0 +1,390 @@
+"""Discrete autoregressive UMM (Janus / Janus-Pro) on transformers' ``JanusForConditionalGeneration``.
+
+Understanding: SigLIP-style ``vision_model`` then ``aligner`` gives ``h_v``,
+which replaces ``<image_placeholder>`` tokens in the chat-formatted prompt.
+Generation: after ``<begin_of_image>`` the language model predicts image
+tokens through ``generation_head``; image tokens are fed back through
+``prepare_embeddings_for_image_generation``. The transformers ``forward``
+computes only the text loss, so the image-token loss is written here from the
+model's own modules.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoTokenizer,
+    DynamicCache,
+    GenerationConfig,
+    JanusConfig,
+    JanusForConditionalGeneration,
+    JanusVisionConfig,
+    JanusVQVAEConfig,
+    LlamaConfig,
+    PreTrainedTokenizerBase,
+)
+
+from reca.fileio import atomic_dir
+from reca.models import text_tokenizer as tt
+from reca.models.base import Condition, UMMAdapter
+from reca.models.image_tokenizers import ImageTokenizer, JanusVQTokenizer, PatchKMeansTokenizer
+from reca.models.registry import ADAPTER_FILE, register, write_adapter_file
+from reca.models.sampling import guided_logits, sample_tokens
+from reca.params import TinyJanusParams
+
+IGNORE = -100
+
+
+def tiny_janus_config(tiny: TinyJanusParams, tokenizer: PreTrainedTokenizerBase) -> JanusConfig:
+    """A small ``JanusConfig`` for from-scratch training and tests.
+
+    Janus ties the vision encoder's patch grid to its VQ grid, and every
+    projection into the language model has the language model's hidden size.
+    The patch tokenizer of the default world has its own, finer grid: fewer
+    understanding tokens than generated tokens keeps sequences short on a CPU.
+    """
+    grid = tiny.image_size // tiny.vision_patch_size
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny.hidden_size,
+        intermediate_size=tiny.intermediate_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision = JanusVisionConfig(
+        hidden_size=tiny.vision_hidden_size,
+        num_hidden_layers=tiny.vision_layers,
+        num_attention_heads=tiny.vision_heads,
+        image_size=tiny.image_size,
+        patch_size=tiny.vision_patch_size,
+        projection_dim=tiny.hidden_size,
+        num_image_tokens=grid * grid,
+    )
+    # The VQ downsamples 2x per channel_multiplier entry after the first, and its
+    # grid must equal the vision grid (JanusConfig enforces num_patches).
+    levels = int(math.log2(tiny.vision_patch_size))
+    vq = JanusVQVAEConfig(
+        embed_dim=8,
+        num_embeddings=tiny.codebook_size,
+        base_channels=32,  # GroupNorm in the VQ blocks needs multiples of 32
+        channel_multiplier=[1] * (levels // 2 + 1) + [2] * (levels - levels // 2),
+        num_res_blocks=1,
+        latent_channels=32,
+        projection_dim=tiny.hidden_size,
+        image_token_embed_dim=tiny.hidden_size,
+        num_patches=grid,
+    )
+    return JanusConfig(
+        text_config=text,
+        vision_config=vision,
+        vq_config=vq,
+        image_token_id=tokenizer.convert_tokens_to_ids(tt.IMAGE_PLACEHOLDER),
+    )
+
+
+@register("janus_ar")
+class JanusARAdapter(UMMAdapter):
+    """RecA adapter for Janus-family models (shared understanding/generation backbone)."""
+
+    default_frozen = ("understanding_encoder", "image_tokenizer")
+    shares_understanding_parameters = True
+
+    def __init__(
+        self,
+        model: JanusForConditionalGeneration,
+        tokenizer: PreTrainedTokenizerBase,
+        image_tokenizer: ImageTokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        if image_tokenizer is None:
+            image_tokenizer = JanusVQTokenizer(model.model.vqmodel)
+        if isinstance(image_tokenizer, PatchKMeansTokenizer):
+            self.patch_tokenizer = image_tokenizer  # registered: its codebook moves with .to()
+        self._image_tokenizer = image_tokenizer
+        if image_tokenizer.num_codes != model.config.vq_config.num_embeddings:
+            raise ValueError(
+                f"image tokenizer has {image_tokenizer.num_codes} codes but the generation head predicts "
+                f"{model.config.vq_config.num_embeddings}"
+            )
+        ids = tokenizer.convert_tokens_to_ids([tt.BOI, tt.IMAGE_PLACEHOLDER])
+        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+            raise ValueError(f"tokenizer lacks {tt.BOI} or {tt.IMAGE_PLACEHOLDER}; not a Janus tokenizer")
+        self.boi_id, self.image_token_id = ids
+        if self.image_token_id != model.config.image_token_id:
+            raise ValueError("tokenizer's image placeholder id differs from config.image_token_id")
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.num_understanding_tokens = int(model.config.vision_config.num_image_tokens)
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def build_from_scratch(
+        cls,
+        tiny: TinyJanusParams,
+        texts: Sequence[str],
+        tokenizer_pixels: torch.Tensor,
+        *,
+        kmeans_iters: int = 15,
+        seed: int = 0,
+        image_tokenizer: str = "patch_kmeans",
+    ) -> JanusARAdapter:
+        """A randomly initialised tiny Janus with a word tokenizer and a fitted patch codebook.
+
+        ``image_tokenizer="janus_vq"`` keeps the model's own (random, untrained) VQ
+        instead; that is only useful to exercise the real-Janus code path in tests.
+        """
+        tokenizer = tt.build_word_tokenizer(texts)
+        torch.manual_seed(seed)
+        model = JanusForConditionalGeneration(tiny_janus_config(tiny, tokenizer))
+        if image_tokenizer == "janus_vq":
+            return cls(model, tokenizer)
+        patch = PatchKMeansTokenizer.fit(
+            tokenizer_pixels,
+            num_codes=tiny.codebook_size,
+            patch_size=tiny.token_patch_size,
+            iters=kmeans_iters,
+            seed=seed,
+        )
+        return cls(model, tokenizer, patch)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False
+    ) -> JanusARAdapter:
+        model = JanusForConditionalGeneration.from_pretrained(
+            path, revision=revision, trust_remote_code=trust_remote_code, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        marker = Path(path, ADAPTER_FILE)
+        kind = json.loads(marker.read_text()).get("image_tokenizer", "janus_vq") if marker.exists() else "janus_vq"
+        image_tokenizer = PatchKMeansTokenizer.load(path) if kind == "patch_kmeans" else None
+        return cls(model, tokenizer, image_tokenizer)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        with atomic_dir(path) as tmp:
+            self.model.generation_config = self._generation_config()
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            kind = "janus_vq"
+            if isinstance(self._image_tokenizer, PatchKMeansTokenizer):
+                self._image_tokenizer.save(tmp)
+                kind = "patch_kmeans"
+            write_adapter_file(tmp, self.name, image_tokenizer=kind)
+
+    def _generation_config(self) -> GenerationConfig:
+        # Lets transformers' own ``generate(generation_mode="image")`` run on saved models too.
+        return GenerationConfig(
+            bos_token_id=self.bos_id,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            do_sample=True,
+            generation_kwargs={"boi_token_id": self.boi_id},
+        )
+
+    # ----------------------------------------------------------- understanding
+    @property
+    def understanding_size(self) -> int:
+        return int(self.model.config.vision_config.image_size)
+
+    @property
+    def generation_size(self) -> int:
+        return self._image_tokenizer.image_size
+
+    @property
+    def image_tokenizer(self) -> ImageTokenizer:
+        return self._image_tokenizer
+
+    def _to_understanding_size(self, pixels: torch.Tensor) -> torch.Tensor:
+        size = self.understanding_size
+        if pixels.shape[-1] == size and pixels.shape[-2] == size:
+            return pixels
+        return F.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+
+    def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = self._to_understanding_size(pixels).to(self._dtype)
+        return self.model.model.vision_model(pixel_values=pixels).last_hidden_state
+
+    def understanding_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.model.aligner(features.to(self._dtype))
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self.model.model.language_model.embed_tokens.weight.dtype
+
+    # --------------------------------------------------------- prompt building
+    @functools.lru_cache(maxsize=8192)  # noqa: B019 - templates and captions repeat every step
+    def _prompt_ids(self, text: str, with_image: bool) -> tuple[int, ...]:
+        content = text
+        if with_image:
+            content = tt.IMAGE_PLACEHOLDER * self.num_understanding_tokens + "\n" + text
+        messages = [{"role": "user", "content": content}]
+        if self.tokenizer.chat_template:
+            rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            rendered = f"{tt.USER}: {content}\n\n{tt.ASSISTANT}:"
+        ids = self.tokenizer(rendered, add_special_tokens=False).input_ids
+        if ids and ids[0] == self.bos_id:
+            ids = ids[1:]
+        return (self.bos_id, *ids)
+
+    def _embed(self, ids: torch.Tensor, image_embeddings: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with ``h_v`` scattered into the placeholder positions."""
+        embeds = self.model.get_input_embeddings()(ids)
+        slots = ids == self.image_token_id
+        if image_embeddings is None:
+            if slots.any():
+                raise ValueError("prompt has image placeholders but no image embeddings were given")
+            return embeds
+        if int(slots.sum()) != image_embeddings.shape[0] * image_embeddings.shape[1]:
+            raise ValueError(
+                f"{int(slots.sum())} image placeholders for {tuple(image_embeddings.shape[:2])} image embeddings"
+            )
+        return embeds.masked_scatter(slots.unsqueeze(-1), image_embeddings.to(embeds.dtype))
+
+    def _condition_prefix(self, condition: Condition) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded prefix embeddings ending in ``<begin_of_image>``, and their attention mask.
+
+        A dropped condition keeps its length but every token except BOS and BOI
+        becomes padding, which is exactly the unconditional prompt that
+        transformers' Janus ``generate`` builds for classifier-free guidance.
+        """
+        with_image = condition.image_embeddings is not None
+        drop = condition.drop if condition.drop is not None else torch.zeros(len(condition.texts), dtype=torch.bool)
+        rows = []
+        for text, dropped in zip(condition.texts, drop.tolist(), strict=True):
+            ids = [*self._prompt_ids(text, with_image), self.boi_id]
+            if dropped:
+                ids = [i if i in (self.bos_id, self.boi_id) else self.pad_id for i in ids]
+            rows.append(ids)
+        length = max(len(r) for r in rows)
+        device = self.model.device
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
+        for i, r in enumerate(rows):
+            ids[i, length - len(r) :] = torch.tensor(r, device=device)
+            mask[i, length - len(r) :] = 1
+        image_embeddings = None
+        if with_image:
+            keep = ~drop.to(device)
+            image_embeddings = condition.image_embeddings[keep]
+        return self._embed(ids, image_embeddings), mask
+
+    def _run_lm(self, embeds: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        if positions is None:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model.model.language_model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state
+
+    # ------------------------------------------------------------------ losses
+    def generation_loss(self, condition: Condition, target_pixels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the VQ tokens of the target, teacher-forced after the condition."""
+        targets = self._image_tokenizer.encode(target_pixels)
+        prefix, mask = self._condition_prefix(condition)
+        image_embeds = self.model.prepare_embeddings_for_image_generation(targets[:, :-1])
+        embeds = torch.cat([prefix, image_embeds], dim=1)
+        mask = torch.cat([mask, torch.ones_like(targets[:, :-1])], dim=1)
+        hidden = self._run_lm(embeds, mask)[:, prefix.shape[1] - 1 :]
+        logits = self.model.model.generation_head(hidden)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+
+    def i2t_loss(self, pixels: torch.Tensor, instructions: Sequence[str], captions: Sequence[str]) -> torch.Tensor:
+        """Captioning loss: next-token cross-entropy on the caption after [image + instruction]."""
+        h_v = self.embed_images(pixels)
+        rows, labels = [], []
+        for instruction, caption in zip(instructions, captions, strict=True):
+            prompt = list(self._prompt_ids(instruction, True))
+            answer = self.tokenizer(" " + caption, add_special_tokens=False).input_ids + [self.eos_id]
+            rows.append(prompt + answer)
+            labels.append([IGNORE] * len(prompt) + answer)
+        length = max(len(r) for r in rows)
+        device = self.model.device
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long, device=device)
+        lab = torch.full((len(rows), length), IGNORE, dtype=torch.long, device=device)
+        mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
+        for i, (r, lb) in enumerate(zip(rows, labels, strict=True)):
+            ids[i, : len(r)] = torch.tensor(r, device=device)
+            lab[i, : len(lb)] = torch.tensor(lb, device=device)
+            mask[i, : len(r)] = 1
+        hidden = self._run_lm(self._embed(ids, h_v), mask)
+        logits = self.model.lm_head(hidden[:, :-1])
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), lab[:, 1:].reshape(-1),
+                               ignore_index=IGNORE)
+
+    # --------------------------------------------------------------- inference
+    @torch.no_grad()
+    def generate(
+        self,
+        condition: Condition,
+        *,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        n = len(condition.texts)
+        # Always run the unconditional half when guiding; skip it otherwise to halve the cost.
+        guided = guidance_scale != 1.0
+        if guided:
+            both = Condition(
+                texts=condition.texts * 2,
+                image_embeddings=None
+                if condition.image_embeddings is None
+                else torch.cat([condition.image_embeddings, condition.image_embeddings]),
+                drop=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]),
+            )
+        else:
+            both = Condition(texts=condition.texts, image_embeddings=condition.image_embeddings)
+        embeds, mask = self._condition_prefix(both)
+        cache = DynamicCache(config=self.model.config.text_config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self._run_lm(embeds, mask, cache, positions)[:, -1]
+        next_pos = positions[:, -1:] + 1
+        tokens = []
+        for i in range(self._image_tokenizer.num_tokens):
+            logits = self.model.model.generation_head(hidden).float()
+            logits = guided_logits(logits, guidance_scale) if guided else logits
+            tok = sample_tokens(logits, temperature=temperature, generator=generator)
+            tokens.append(tok)
+            if i == self._image_tokenizer.num_tokens - 1:
+                break
+            fed = torch.cat([tok, tok]) if guided else tok
+            step = self.model.prepare_embeddings_for_image_generation(fed.unsqueeze(-1))
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            hidden = self._run_lm(step, mask, cache, next_pos)[:, -1]
+            next_pos = next_pos + 1
+        return self._image_tokenizer.decode(torch.stack(tokens, dim=1))
+
+    # ------------------------------------------------------------- parameters
+    def parts(self) -> dict[str, nn.Module]:
+        m = self.model.model
+        return {
+            "understanding_encoder": m.vision_model,
+            "understanding_projector": m.aligner,
+            "image_tokenizer": m.vqmodel,
+            "generation_embeddings": m.generation_embeddings,
+            "generation_aligner": m.generation_aligner,
+            "generation_head": m.generation_head,
+            "language_model": m.language_model,
+        }

@@ -1,0 +1,1 @@
+"""Objectives: the RecA loss and the reconstruction template bank."""

@@ -1,0 +1,296 @@
+"""Typed, validated schema of ``params.yaml``: one section per pipeline stage.
+
+Each DVC stage reads only its own section (plus ``model`` for stages that load
+the model), so ``dvc params diff`` says exactly which stage a change reruns.
+Every field is a named, documented knob; an unknown key or a bad value stops
+the stage with a message that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ParamsError(ValueError):
+    """A ``params.yaml`` section is missing, has an unknown key, or a bad value."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class CurateParams(Section):
+    """``curate``: which raw images are usable."""
+
+    min_side: int = Field(16, ge=1, description="Images with a shorter side below this are quarantined.")
+    max_aspect_ratio: float = Field(4.0, ge=1.0, description="Long side / short side above this is quarantined.")
+    max_pixels: int = Field(
+        89_478_485, ge=1, description="Decompression-bomb guard: images with more pixels are quarantined."
+    )
+    dedupe_exact: bool = Field(True, description="Drop byte-identical duplicates, keeping the first by path.")
+    splits: list[str] = Field(
+        default_factory=lambda: ["captioned", "unlabeled", "heldout"],
+        description="Top-level folders of the input tree; images elsewhere are quarantined as 'unknown_split'.",
+    )
+    caption_file: str = Field("captions.jsonl", description="Per-split JSONL of {file, caption}, if present.")
+
+
+class DegradeParams(Section):
+    """``degrade``: the understanding-input copy and the generation-target copy."""
+
+    understanding_size: int = Field(32, ge=8, description="Side of the understanding copy (the encoder's input).")
+    generation_size: int = Field(32, ge=8, description="Side of the generation target.")
+    resize_mode: Literal["center_crop", "pad"] = Field(
+        "center_crop", description="center_crop: shorter side to size then crop; pad: longer side to size then pad."
+    )
+    blur_sigma: float = Field(0.0, ge=0.0, description="Gaussian blur sigma (pixels) on the understanding copy.")
+    downup_factor: float = Field(
+        1.0, gt=0.0, le=1.0, description="Down-scale by this factor and back up (1.0 = off): removes detail."
+    )
+
+
+# -------------------------------------------------------------------------- model
+
+
+class TinyJanusParams(Section):
+    """Size of the from-scratch Janus built for the embedded default world."""
+
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(344, ge=8)
+    vision_hidden_size: int = Field(64, ge=8)
+    vision_layers: int = Field(2, ge=1)
+    vision_heads: int = Field(4, ge=1)
+    image_size: int = Field(32, ge=8, description="Vision encoder input side; must equal degrade.understanding_size.")
+    vision_patch_size: int = Field(8, ge=1, description="Vision patch side: (image_size/patch)^2 h_v tokens.")
+    codebook_size: int = Field(1024, ge=2, description="Image-token vocabulary.")
+    token_patch_size: int = Field(4, ge=1, description="Pixels per image token (patch tokenizer).")
+
+    @model_validator(mode="after")
+    def _check_divisible(self) -> TinyJanusParams:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if self.vision_hidden_size % self.vision_heads:
+            raise ValueError("vision_hidden_size must be divisible by vision_heads")
+        if self.image_size % self.vision_patch_size or self.image_size % self.token_patch_size:
+            raise ValueError("image_size must be divisible by vision_patch_size and token_patch_size")
+        grid = self.image_size // self.vision_patch_size
+        if grid & (grid - 1) or self.vision_patch_size & (self.vision_patch_size - 1):
+            raise ValueError("image_size / vision_patch_size and vision_patch_size must be powers of two (VQ grid)")
+        return self
+
+
+class ModelParams(Section):
+    """``model``: which UMM, where it comes from, and how it tokenises images."""
+
+    adapter: str = Field("janus_ar", description="Adapter registry name (see `reca adapters`).")
+    pretrained: str | None = Field(
+        None, description="Local directory or hub id to start from; null builds `tiny` from scratch."
+    )
+    revision: str | None = Field(None, description="Hub revision when `pretrained` is a hub id.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint (off by default).")
+    image_tokenizer: Literal["patch_kmeans", "janus_vq"] = Field(
+        "patch_kmeans",
+        description="patch_kmeans: a k-means codebook over pixel patches fitted in `sft` (default world); "
+        "janus_vq: the checkpoint's own VQ model.",
+    )
+    tiny: TinyJanusParams = Field(default_factory=TinyJanusParams)
+
+
+# ----------------------------------------------------------------------- training
+
+
+class OptimParams(Section):
+    """Optimiser, schedule and DeepSpeed settings shared by `sft` and `train`."""
+
+    steps: int = Field(100, ge=1, description="Optimiser steps (budget in steps, not seconds).")
+    batch_size: int = Field(32, ge=1, description="Samples per loss term per step, per process.")
+    lr: float = Field(1e-3, gt=0.0)
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Cosine floor as a fraction of lr.")
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0.0, description="Global gradient-norm clip (0 = off).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
+    seed: int = 0
+    checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
+    keep_checkpoints: int = Field(2, ge=1, description="How many resumable checkpoints to keep.")
+    log_every: int = Field(10, ge=1)
+    cfg_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Probability of dropping the condition (CFG).")
+
+    @model_validator(mode="after")
+    def _check_warmup(self) -> OptimParams:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        return self
+
+
+class SFTParams(OptimParams):
+    """``sft``: caption->image and image->caption fine-tuning (from scratch on the default world)."""
+
+    enabled: bool = Field(True, description="false: pass `model.pretrained` through unchanged.")
+    lambda_t2i: float = Field(1.0, ge=0.0)
+    lambda_i2t: float = Field(1.0, ge=0.0)
+    kmeans_iters: int = Field(15, ge=1, description="Lloyd iterations when fitting the patch codebook.")
+    freeze: list[str] = Field(
+        default_factory=lambda: ["image_tokenizer"],
+        description="Parts kept frozen (a model trained from scratch must train its understanding encoder).",
+    )
+
+    @model_validator(mode="after")
+    def _check_sft_terms(self) -> SFTParams:
+        if self.enabled and self.lambda_t2i + self.lambda_i2t == 0:
+            raise ValueError("at least one of lambda_t2i, lambda_i2t must be positive when enabled")
+        return self
+
+
+class TrainParams(OptimParams):
+    """``train``: RecA post-training, L = λ_reca·L_reca + λ_i2t·L_i2t + λ_t2i·L_t2i."""
+
+    lambda_reca: float = Field(1.0, ge=0.0)
+    lambda_i2t: float = Field(1.0, ge=0.0)
+    lambda_t2i: float = Field(0.0, ge=0.0)
+    freeze: list[str] = Field(
+        default_factory=lambda: ["understanding_encoder", "image_tokenizer"],
+        description="Parts kept frozen (adapter part names).",
+    )
+    use_embedding_cache: bool = Field(
+        True, description="Read h_v from the `embed` cache (requires the understanding encoder frozen)."
+    )
+    condition: Literal["understanding", "template_only"] = Field(
+        "understanding", description="template_only removes h_v from the condition (control arm)."
+    )
+    template_file: str | None = Field(None, description="One template per line; null = the built-in bank.")
+
+    @model_validator(mode="after")
+    def _check_terms(self) -> TrainParams:
+        if self.lambda_reca + self.lambda_i2t + self.lambda_t2i == 0:
+            raise ValueError("at least one of lambda_reca, lambda_i2t, lambda_t2i must be positive")
+        return self
+
+
+class EmbedParams(Section):
+    """``embed``: cache of understanding-encoder features of the degraded images."""
+
+    batch_size: int = Field(64, ge=1)
+    splits: list[str] = Field(default_factory=lambda: ["unlabeled", "heldout"])
+
+
+class EvaluateParams(Section):
+    """``evaluate``: compositional text-to-image score and reconstruction fidelity."""
+
+    seed: int = 1234
+    n_single: int = Field(72, ge=0, description="Single-object prompts (cycles every shape x colour pair).")
+    n_two: int = Field(48, ge=0, description="Two-object prompts.")
+    samples_per_prompt: int = Field(1, ge=1)
+    n_reconstruction: int = Field(32, ge=0, description="Held-out images reconstructed from h_v.")
+    guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance (1 = off).")
+    temperature: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(32, ge=1)
+    grid_size: int = Field(16, ge=1, description="Samples shown in each logged grid.")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "curate": CurateParams,
+    "degrade": DegradeParams,
+    "model": ModelParams,
+    "sft": SFTParams,
+    "embed": EmbedParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def _format_error(path: Path, section: str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid `{section}` section:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in (section, *e["loc"]))
+        if e["type"] == "extra_forbidden":
+            model = SECTIONS[section]
+            allowed = _allowed_keys(model, e["loc"][:-1])
+            lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
+        elif e["type"] == "literal_error":
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            break
+    return sorted(model.model_fields)
+
+
+def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read ``params.yaml`` as a plain mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: not found; run from the repository root or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
+def parse_section(section: str, raw: dict[str, Any] | None, path: str | Path = "params.yaml") -> Section:
+    """Validate one section's mapping; ``None`` gives the defaults."""
+    if section not in SECTIONS:
+        raise ParamsError(f"unknown params section {section!r}; known: {', '.join(SECTIONS)}")
+    try:
+        return SECTIONS[section].model_validate(raw or {})
+    except ValidationError as err:
+        raise ParamsError(_format_error(Path(path), section, err)) from None
+
+
+def load_section(section: str, path: str | Path = "params.yaml") -> Any:
+    """Load and validate one section of ``params.yaml``."""
+    raw = load_raw(path)
+    if section not in raw:
+        raise ParamsError(f"{path}: missing section `{section}` (add it; defaults are documented in reca.params)")
+    return parse_section(section, raw[section], path)
+
+
+def validate_file(path: str | Path = "params.yaml") -> dict[str, Section]:
+    """Validate every known section present in the file; unknown sections are errors."""
+    raw = load_raw(path)
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ParamsError(f"{path}: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
+    return {name: parse_section(name, raw[name], path) for name in raw}
+
+
+def flatten(section: BaseModel, prefix: str) -> dict[str, Any]:
+    """Flatten a section into dotted keys, for MLflow params."""
+    out: dict[str, Any] = {}
+    for key, value in section.model_dump().items():
+        _flatten_into(out, f"{prefix}.{key}", value)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten_into(out, f"{key}.{k}", v)
+    elif isinstance(value, (list, tuple)):
+        out[key] = ",".join(str(v) for v in value)
+    else:
+        out[key] = value

@@ -1,0 +1,38 @@
+"""Building or loading the model a stage starts from, as `params.yaml`'s `model` section says.
+
+Shared by `sft` (which may build from scratch) and by every later stage,
+which loads the directory the previous stage wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from reca.models import registry
+from reca.models.base import UMMAdapter
+from reca.params import ModelParams
+
+
+def load_model_dir(path: str | Path, model: ModelParams) -> UMMAdapter:
+    """Load a model directory written by an earlier stage."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: model directory not found; run the stage that writes it first")
+    return registry.load(path, adapter=model.adapter, trust_remote_code=model.trust_remote_code)
+
+
+def initial_model(model: ModelParams, *, texts: Sequence[str], tokenizer_pixels: torch.Tensor,
+                  kmeans_iters: int, seed: int) -> UMMAdapter:
+    """The model `sft` starts from: ``model.pretrained`` if set, else a tiny one built from scratch."""
+    cls = registry.get(model.adapter)
+    if model.pretrained is not None:
+        return cls.from_pretrained(model.pretrained, revision=model.revision,
+                                   trust_remote_code=model.trust_remote_code)
+    build = getattr(cls, "build_from_scratch", None)
+    if build is None:
+        raise ValueError(f"adapter {model.adapter!r} cannot be built from scratch; set model.pretrained")
+    return build(model.tiny, texts, tokenizer_pixels, kmeans_iters=kmeans_iters, seed=seed,
+                 image_tokenizer=model.image_tokenizer)

@@ -1,0 +1,81 @@
+"""`train`: RecA post-training with DeepSpeed, starting from ``models/sft``.
+
+    L = λ_reca · L_reca + λ_i2t · L_i2t + λ_t2i · L_t2i
+
+The reconstruction term reads the unlabeled split; the i2t and t2i terms read
+the captioned split (only when their weights are positive). With the
+understanding encoder frozen, ``h_v`` features come from the `embed` cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reca.data import embedding_cache
+from reca.data.dataset import ImageTable
+from reca.fileio import read_json
+from reca.objectives.reca import RecAObjective
+from reca.objectives.templates import CAPTION_INSTRUCTIONS, load_templates
+from reca.params import ModelParams, TrainParams, flatten
+from reca.stages.degrade import RECORD as DEGRADE_RECORD
+from reca.stages.model_loading import load_model_dir
+from reca.tracking.mlflow_run import StageRun
+from reca.training.batches import BatchPlanner
+from reca.training.distributed import init_distributed
+from reca.training.runs import checkpoint_dir, file_digest, run_training
+
+
+def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model_dir: str | Path,
+        embeddings_dir: str | Path, output_dir: str | Path, tracker: StageRun,
+        root: str | Path = ".") -> dict[str, Any]:
+    """RecA-train the model in ``model_dir``; write the result to ``output_dir``."""
+    adapter = load_model_dir(model_dir, model)
+    adapter.set_frozen(params.freeze)
+    templates = load_templates(params.template_file)
+    unlabeled = ImageTable.from_manifest(degraded_dir, "unlabeled") if params.lambda_reca > 0 else None
+    needs_captions = params.lambda_i2t > 0 or params.lambda_t2i > 0
+    captioned = ImageTable.from_manifest(degraded_dir, "captioned", require_caption=True) if needs_captions else None
+
+    features = None
+    use_cache = (params.use_embedding_cache and unlabeled is not None and params.condition == "understanding"
+                 and "understanding_encoder" in params.freeze)
+    if use_cache:
+        key = embedding_cache.cache_key(adapter.name, adapter.encoder_fingerprint(),
+                                        read_json(Path(degraded_dir) / DEGRADE_RECORD))
+        features = embedding_cache.read_split(embeddings_dir, "unlabeled", key=key,
+                                              ids=unlabeled.ids(range(len(unlabeled))))
+    tracker.log_params({
+        **flatten(model, "model"),
+        "train.templates": len(templates),
+        "train.h_v_source": "cache" if use_cache else "live",
+        "data.unlabeled_images": len(unlabeled) if unlabeled else 0,
+        "data.captioned_images": len(captioned) if captioned else 0,
+    })
+    objective = RecAObjective(
+        adapter,
+        lambda_reca=params.lambda_reca,
+        lambda_i2t=params.lambda_i2t,
+        lambda_t2i=params.lambda_t2i,
+        use_understanding=params.condition == "understanding",
+    )
+    rank, world_size = init_distributed()
+    planner = BatchPlanner(
+        batch_size=params.batch_size,
+        seed=params.seed,
+        rank=rank,
+        world_size=world_size,
+        cfg_dropout=params.cfg_dropout,
+        templates=list(templates),
+        instructions=CAPTION_INSTRUCTIONS,
+        unlabeled=unlabeled,
+        captioned=captioned,
+        features=features,
+    )
+    inputs = {
+        "degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"),
+        "model": file_digest(Path(model_dir) / "model.safetensors"),
+        "model_params": model.model_dump_json(),
+    }
+    ckpt = checkpoint_dir(root, "train", params, inputs)
+    return run_training(objective, planner, params, ckpt, output_dir, tracker, "train")

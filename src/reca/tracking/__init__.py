@@ -1,0 +1,1 @@
+"""Experiment tracking: MLflow runs (rank 0 only) and lineage tags."""

@@ -1,0 +1,1 @@
+"""Training: the DeepSpeed trainer, deterministic batch plans, safetensors checkpoints."""

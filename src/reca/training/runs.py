@@ -1,0 +1,63 @@
+"""What `sft` and `train` share around the trainer: resumable checkpoint location and run logging.
+
+Checkpoints live under ``checkpoints/<stage>/<run key>/``, outside the DVC
+stage outputs that ``dvc repro`` deletes before a stage runs, and keyed by a
+hash of the stage's params and inputs so a restart resumes only the run it
+belongs to, never one made with other settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from reca.objectives.reca import RecAObjective
+from reca.params import OptimParams, flatten
+from reca.tracking.mlflow_run import StageRun
+from reca.training.batches import BatchPlanner
+from reca.training.trainer import Trainer
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file, or of every file under a directory (sorted by path)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        digest.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def checkpoint_dir(root: str | Path, stage: str, params: Any, inputs: dict[str, str]) -> Path:
+    """Where this exact run (params + input digests) keeps its resumable checkpoints."""
+    blob = json.dumps({"params": params.model_dump(mode="json"), "inputs": inputs}, sort_keys=True)
+    return Path(root) / "checkpoints" / stage / hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_training(
+    objective: RecAObjective,
+    planner: BatchPlanner,
+    optim: OptimParams,
+    ckpt_dir: Path,
+    output_dir: str | Path,
+    tracker: StageRun,
+    stage: str,
+) -> dict[str, float]:
+    """Set up, train, export HF weights to ``output_dir``; log params, curve and model to MLflow."""
+    tracker.log_params(flatten(optim, stage))
+    trainer = Trainer(objective, planner, optim, ckpt_dir, log_fn=lambda step, m: tracker.log_metrics(m, step))
+    trainer.setup()
+    tracker.log_params({"deepspeed.config": json.dumps(trainer.ds_config),
+                        "deepspeed.world_size": trainer.world_size,
+                        "trainable_parameters": sum(p.numel() for p in objective.adapter.trainable_parameters())})
+    if trainer.step:
+        tracker.set_tags({"reca.resumed_from_step": str(trainer.step)})
+    final = trainer.train()
+    trainer.save_checkpoint()
+    trainer.export(output_dir)
+    tracker.log_artifact(output_dir, artifact_path="model")
+    trainer.cleanup()
+    return final

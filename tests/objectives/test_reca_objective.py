@@ -1,0 +1,69 @@
+"""The RecA objective: L = λ_reca·L_reca + λ_i2t·L_i2t + λ_t2i·L_t2i, written against the protocol."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reca.objectives.reca import CaptionedBatch, RecAObjective, ReconstructionBatch, TrainBatch
+from reca_testing import TEXTS, tiny_pixels
+
+
+def _batch(adapter, n=3, features=True, seed=0):
+    pixels = tiny_pixels(n, seed=seed)
+    recon = ReconstructionBatch(
+        targets=pixels,
+        templates=[TEXTS[2]] * n,
+        drop=torch.zeros(n, dtype=torch.bool),
+        features=adapter.understanding_features(pixels).detach() if features else None,
+        pixels=None if features else pixels,
+    )
+    cap = CaptionedBatch(pixels=pixels, captions=[TEXTS[0]] * n, instructions=[TEXTS[3]] * n,
+                         drop=torch.zeros(n, dtype=torch.bool))
+    return TrainBatch(reconstruction=recon, captioned=cap)
+
+
+def test_total_is_the_weighted_sum_of_the_terms(tiny_adapter):
+    batch = _batch(tiny_adapter)
+    obj = RecAObjective(tiny_adapter.eval(), lambda_reca=1.0, lambda_i2t=0.5, lambda_t2i=2.0)
+    with torch.no_grad():
+        total, terms = obj(batch)
+    expected = terms["loss_reca"] + 0.5 * terms["loss_i2t"] + 2.0 * terms["loss_t2i"]
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    assert set(terms) == {"loss", "loss_reca", "loss_i2t", "loss_t2i"}
+
+
+def test_zero_weight_terms_are_not_computed(tiny_adapter):
+    batch = _batch(tiny_adapter)
+    batch.captioned = None
+    obj = RecAObjective(tiny_adapter, lambda_reca=1.0, lambda_i2t=0.0, lambda_t2i=0.0)
+    _, terms = obj(batch)
+    assert set(terms) == {"loss", "loss_reca"}
+
+
+def test_cached_features_and_live_encoder_give_the_same_loss(tiny_adapter):
+    obj = RecAObjective(tiny_adapter.eval(), lambda_reca=1.0, lambda_i2t=0.0, lambda_t2i=0.0)
+    with torch.no_grad():
+        cached, _ = obj(_batch(tiny_adapter, features=True))
+        live, _ = obj(_batch(tiny_adapter, features=False))
+    assert torch.allclose(cached, live, atol=1e-6)
+
+
+def test_template_only_control_ignores_h_v(tiny_adapter):
+    obj = RecAObjective(tiny_adapter.eval(), lambda_reca=1.0, lambda_i2t=0.0, lambda_t2i=0.0,
+                        use_understanding=False)
+    a, b = _batch(tiny_adapter), _batch(tiny_adapter)
+    b.reconstruction.features = torch.randn_like(b.reconstruction.features)
+    with torch.no_grad():
+        assert torch.equal(obj(a)[0], obj(b)[0])
+    obj.use_understanding = True
+    with torch.no_grad():
+        assert not torch.equal(obj(a)[0], obj(b)[0])
+
+
+def test_missing_batch_part_is_a_clear_error(tiny_adapter):
+    obj = RecAObjective(tiny_adapter, lambda_reca=1.0, lambda_i2t=1.0)
+    batch = _batch(tiny_adapter)
+    batch.captioned = None
+    with pytest.raises(ValueError, match="captioned"):
+        obj(batch)

@@ -1,0 +1,106 @@
+"""The DeepSpeed trainer on the real engine (CPU accelerator, gloo), single process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reca.models import registry
+from reca.objectives.reca import RecAObjective
+from reca.params import TrainParams
+from reca.training.batches import BatchPlanner
+from reca.training.trainer import Trainer
+from reca_testing import TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _trainer(ckpt, zero_stage, steps=6, crash_at=None):
+    adapter = build_tiny_adapter(seed=0)
+    adapter.set_frozen(["understanding_encoder", "image_tokenizer"])
+    planner = BatchPlanner(batch_size=4, seed=3, cfg_dropout=0.2, templates=TEXTS[2:], instructions=TEXTS[3:],
+                           unlabeled=MemoryTable(tiny_pixels(12, seed=1)), captioned=MemoryTable(tiny_pixels(12)))
+    if crash_at is not None:
+        original = planner.batch
+
+        def batch(step):
+            if step == crash_at:
+                raise Crash(f"simulated kill at step {step}")
+            return original(step)
+
+        planner.batch = batch
+    optim = TrainParams(steps=steps, batch_size=4, lr=3e-3, warmup_steps=1, zero_stage=zero_stage,
+                        checkpoint_every=3, log_every=1, keep_checkpoints=2)
+    objective = RecAObjective(adapter, lambda_reca=1.0, lambda_i2t=1.0, lambda_t2i=1.0)
+    return Trainer(objective, planner, optim, ckpt)
+
+
+@pytest.mark.parametrize("zero_stage", [0, 2])
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, zero_stage):
+    straight = _trainer(tmp_path / "a", zero_stage)
+    straight.setup()
+    straight.train()
+    reference = {k: v.clone() for k, v in straight.objective.state_dict().items()}
+
+    crashed = _trainer(tmp_path / "b", zero_stage, crash_at=4)
+    crashed.setup()
+    with pytest.raises(Crash):
+        crashed.train()
+    assert (tmp_path / "b" / "latest").read_text().strip() == "step0000003"
+
+    resumed = _trainer(tmp_path / "b", zero_stage)
+    resumed.setup()
+    assert resumed.step == 3
+    resumed.train()
+    for key, value in resumed.objective.state_dict().items():
+        assert torch.allclose(value, reference[key], atol=1e-6), key
+    assert resumed.engine.get_lr() == straight.engine.get_lr()
+
+
+def test_loss_falls_and_history_is_logged(tmp_path):
+    trainer = _trainer(tmp_path / "c", 0, steps=12)
+    logged = []
+    trainer.log_fn = lambda step, m: logged.append((step, m))
+    trainer.setup()
+    trainer.train()
+    assert [s for s, _ in logged] == list(range(1, 13))
+    assert logged[-1][1]["loss"] < logged[0][1]["loss"]
+    assert {"loss_reca", "loss_i2t", "loss_t2i", "lr", "samples_per_s"} <= set(logged[-1][1])
+
+
+def test_checkpoints_are_pruned_and_export_loads(tmp_path):
+    trainer = _trainer(tmp_path / "d", 0, steps=12)
+    trainer.setup()
+    trainer.train()
+    trainer.save_checkpoint()
+    tags = sorted(p.name for p in (tmp_path / "d").glob("step*"))
+    assert tags == ["step0000009", "step0000012"]
+    assert (tmp_path / "d" / "step0000012" / "hf" / "model.safetensors").exists()
+    trainer.export(tmp_path / "final")
+    loaded = registry.load(tmp_path / "final")
+    for (name, a), b in zip(trainer.objective.adapter.state_dict().items(), loaded.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
+    from reca.training.trainer import NonFiniteLossError
+
+    trainer = _trainer(tmp_path / "e", 0, steps=10)
+    trainer.max_nonfinite = 3
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.objective.state_dict().items()}
+    original = trainer.objective.forward
+
+    def poisoned(batch):
+        loss, terms = original(batch)
+        return loss * float("nan"), {**terms, "loss": float("nan")}
+
+    trainer.objective.forward = poisoned
+    with pytest.raises(NonFiniteLossError, match="3 consecutive"):
+        trainer.train()
+    assert trainer.skipped_steps == 3
+    for k, v in trainer.objective.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed although every step was skipped"
