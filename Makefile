@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(BIN)/dvc pull
+	$(BIN)/dvc pull data.dvc
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
