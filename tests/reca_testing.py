@@ -58,8 +58,7 @@ class MemoryTable:
 
 
 def build_tiny_adapter(seed: int = 0, image_tokenizer: str = "patch_kmeans"):
-    from reca.models.janus_ar import JanusARAdapter
-    from reca.params import TinyJanusParams
+    from reca.models.janus_ar import JanusARAdapter, TinyJanusParams
 
-    return JanusARAdapter.build_from_scratch(TinyJanusParams(**TINY), TEXTS, tiny_pixels(16), kmeans_iters=3,
-                                             seed=seed, image_tokenizer=image_tokenizer)
+    return JanusARAdapter.build_from_scratch(TinyJanusParams(**TINY, kmeans_iters=3), texts=TEXTS,
+                                             images=tiny_pixels(16), seed=seed, image_tokenizer=image_tokenizer)

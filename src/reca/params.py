@@ -61,35 +61,6 @@ class DegradeParams(Section):
 # -------------------------------------------------------------------------- model
 
 
-class TinyJanusParams(Section):
-    """Size of the from-scratch Janus built for the embedded default world."""
-
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(344, ge=8)
-    vision_hidden_size: int = Field(64, ge=8)
-    vision_layers: int = Field(2, ge=1)
-    vision_heads: int = Field(4, ge=1)
-    image_size: int = Field(32, ge=8, description="Vision encoder input side; must equal degrade.understanding_size.")
-    vision_patch_size: int = Field(8, ge=1, description="Vision patch side: (image_size/patch)^2 h_v tokens.")
-    codebook_size: int = Field(1024, ge=2, description="Image-token vocabulary.")
-    token_patch_size: int = Field(4, ge=1, description="Pixels per image token (patch tokenizer).")
-
-    @model_validator(mode="after")
-    def _check_divisible(self) -> TinyJanusParams:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        if self.vision_hidden_size % self.vision_heads:
-            raise ValueError("vision_hidden_size must be divisible by vision_heads")
-        if self.image_size % self.vision_patch_size or self.image_size % self.token_patch_size:
-            raise ValueError("image_size must be divisible by vision_patch_size and token_patch_size")
-        grid = self.image_size // self.vision_patch_size
-        if grid & (grid - 1) or self.vision_patch_size & (self.vision_patch_size - 1):
-            raise ValueError("image_size / vision_patch_size and vision_patch_size must be powers of two (VQ grid)")
-        return self
-
-
 class ModelParams(Section):
     """``model``: which UMM, where it comes from, and how it tokenises images."""
 
@@ -104,7 +75,28 @@ class ModelParams(Section):
         description="patch_kmeans: a k-means codebook over pixel patches fitted in `sft` (default world); "
         "janus_vq: the checkpoint's own VQ model.",
     )
-    tiny: TinyJanusParams = Field(default_factory=TinyJanusParams)
+    tiny: Any = Field(
+        default_factory=dict,
+        description="Size of the model built from scratch; the keys belong to the adapter (its `tiny_params`).",
+    )
+
+    @model_validator(mode="after")
+    def _resolve_tiny(self) -> ModelParams:
+        # Imported here: the registry imports torch, and the adapters import this module.
+        from reca.models import registry
+
+        try:
+            schema = registry.get(self.adapter).tiny_params
+        except KeyError as err:
+            raise ValueError(str(err).strip("'\"")) from None
+        raw = self.tiny.model_dump() if isinstance(self.tiny, BaseModel) else dict(self.tiny or {})
+        try:
+            resolved = schema.model_validate(raw)
+        except ValidationError as err:
+            raise ValueError("; ".join(_error_lines("model.tiny", schema, err))) from None
+        # object.__setattr__: plain assignment would re-run this validator (validate_assignment).
+        object.__setattr__(self, "tiny", resolved)
+        return self
 
 
 # ----------------------------------------------------------------------- training
@@ -141,7 +133,6 @@ class SFTParams(OptimParams):
     enabled: bool = Field(True, description="false: pass `model.pretrained` through unchanged.")
     lambda_t2i: float = Field(1.0, ge=0.0)
     lambda_i2t: float = Field(1.0, ge=0.0)
-    kmeans_iters: int = Field(15, ge=1, description="Lloyd iterations when fitting the patch codebook.")
     freeze: list[str] = Field(
         default_factory=lambda: ["image_tokenizer"],
         description="Parts kept frozen (a model trained from scratch must train its understanding encoder).",
@@ -211,18 +202,24 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 
+def _error_lines(prefix: str, model: type[BaseModel], err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in (prefix, *e["loc"]))
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, e["loc"][:-1])
+            lines.append(f"{key}: unknown key; allowed keys here: {', '.join(allowed)}")
+        elif e["type"] == "value_error" and not e["loc"]:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(msg if msg.startswith(f"{prefix}.") else f"{prefix}: {msg}")
+        else:
+            lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})")
+    return lines
+
+
 def _format_error(path: Path, section: str, err: ValidationError) -> str:
     lines = [f"{path}: invalid `{section}` section:"]
-    for e in err.errors():
-        key = ".".join(str(p) for p in (section, *e["loc"]))
-        if e["type"] == "extra_forbidden":
-            model = SECTIONS[section]
-            allowed = _allowed_keys(model, e["loc"][:-1])
-            lines.append(f"  {key}: unknown key; allowed keys here: {', '.join(allowed)}")
-        elif e["type"] == "literal_error":
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
-        else:
-            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    lines += [f"  {line}" for line in _error_lines(section, SECTIONS[section], err)]
     return "\n".join(lines)
 
 

@@ -6,8 +6,7 @@ import torch
 
 from reca.models import registry
 from reca.models.base import Condition
-from reca.models.janus_ar import JanusARAdapter
-from reca.params import TinyJanusParams
+from reca.models.janus_ar import JanusARAdapter, TinyJanusParams
 from reca_testing import TEXTS, TINY, tiny_pixels
 
 
@@ -127,7 +126,7 @@ def test_i2t_loss_falls_when_overfitting(tiny_adapter):
 
 
 def test_janus_vq_tokenizer_path_uses_the_models_own_vq(tmp_path):
-    adapter = JanusARAdapter.build_from_scratch(TinyJanusParams(**TINY), TEXTS, tiny_pixels(4),
+    adapter = JanusARAdapter.build_from_scratch(TinyJanusParams(**TINY), texts=TEXTS, images=tiny_pixels(4),
                                                 image_tokenizer="janus_vq")
     pixels = tiny_pixels(2)
     ids = adapter.image_tokenizer.encode(pixels)

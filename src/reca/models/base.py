@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 
@@ -59,6 +60,8 @@ class UMMAdapter(nn.Module, abc.ABC):
     #: whether understanding and generation share parameters (then λ_i2t = 1 keeps
     #: understanding from degrading); decoupled models freeze understanding instead.
     shares_understanding_parameters: ClassVar[bool] = True
+    #: schema of ``model.tiny`` in params.yaml: the size of a model built from scratch
+    tiny_params: ClassVar[type[BaseModel]]
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -67,6 +70,17 @@ class UMMAdapter(nn.Module, abc.ABC):
         cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False
     ) -> UMMAdapter:
         """Load from a local directory or a hub id (safetensors weights)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def build_from_scratch(
+        cls, tiny: BaseModel, *, texts: Sequence[str], images: torch.Tensor, seed: int = 0, image_tokenizer: str = ""
+    ) -> UMMAdapter:
+        """A randomly initialised small model sized by ``tiny`` (the embedded default world, tests).
+
+        ``texts`` are every text the model will read (for a tokenizer built from
+        scratch); ``images`` are training images (for fitting image tokenizers).
+        """
 
     @abc.abstractmethod
     def save_pretrained(self, path: str | Path) -> None:

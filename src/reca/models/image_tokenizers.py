@@ -118,9 +118,14 @@ class PatchKMeansTokenizer(ImageTokenizer):
         data = _patchify(pixels.float(), patch_size).reshape(-1, 3 * patch_size * patch_size)
         # Quantise before ``unique`` so float noise does not make every patch distinct.
         keys = torch.round(data * 64)
-        uniq, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
+        _, inverse, counts = torch.unique(keys, dim=0, return_inverse=True, return_counts=True)
         weights = counts.float()
-        points = uniq / 64
+        # Each group is represented by one of its original patches (not the rounded
+        # key), so a world with few distinct patches gets them back exactly.
+        first = torch.full((counts.numel(),), data.shape[0], dtype=torch.long).scatter_reduce_(
+            0, inverse, torch.arange(data.shape[0]), reduce="amin"
+        )
+        points = data[first]
         g = torch.Generator().manual_seed(seed)
         if points.shape[0] <= num_codes:
             extra = points[torch.randint(points.shape[0], (num_codes - points.shape[0],), generator=g)]
@@ -137,7 +142,6 @@ class PatchKMeansTokenizer(ImageTokenizer):
             mass = torch.zeros(num_codes).index_add_(0, assign, weights)
             alive = mass > 0
             centroids[alive] = sums[alive] / mass[alive, None]
-        del inverse
         return cls(centroids, patch_size, image_size)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import nn
 from transformers import (
     AutoTokenizer,
@@ -38,9 +39,39 @@ from reca.models.base import Condition, UMMAdapter
 from reca.models.image_tokenizers import ImageTokenizer, JanusVQTokenizer, PatchKMeansTokenizer
 from reca.models.registry import ADAPTER_FILE, register, write_adapter_file
 from reca.models.sampling import guided_logits, sample_tokens
-from reca.params import TinyJanusParams
+from reca.params import Section
 
 IGNORE = -100
+
+
+class TinyJanusParams(Section):
+    """Size of the from-scratch Janus built for the embedded default world."""
+
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(344, ge=8)
+    vision_hidden_size: int = Field(64, ge=8)
+    vision_layers: int = Field(2, ge=1)
+    vision_heads: int = Field(4, ge=1)
+    image_size: int = Field(32, ge=8, description="Vision encoder input side; must equal degrade.understanding_size.")
+    vision_patch_size: int = Field(8, ge=1, description="Vision patch side: (image_size/patch)^2 h_v tokens.")
+    codebook_size: int = Field(1024, ge=2, description="Image-token vocabulary.")
+    token_patch_size: int = Field(4, ge=1, description="Pixels per image token (patch tokenizer).")
+    kmeans_iters: int = Field(15, ge=1, description="Lloyd iterations when fitting the patch codebook.")
+
+    @model_validator(mode="after")
+    def _check_divisible(self) -> TinyJanusParams:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        if self.vision_hidden_size % self.vision_heads:
+            raise ValueError("vision_hidden_size must be divisible by vision_heads")
+        if self.image_size % self.vision_patch_size or self.image_size % self.token_patch_size:
+            raise ValueError("image_size must be divisible by vision_patch_size and token_patch_size")
+        grid = self.image_size // self.vision_patch_size
+        if grid & (grid - 1) or self.vision_patch_size & (self.vision_patch_size - 1):
+            raise ValueError("image_size / vision_patch_size and vision_patch_size must be powers of two (VQ grid)")
+        return self
 
 
 def tiny_janus_config(tiny: TinyJanusParams, tokenizer: PreTrainedTokenizerBase) -> JanusConfig:
@@ -101,6 +132,7 @@ class JanusARAdapter(UMMAdapter):
 
     default_frozen = ("understanding_encoder", "image_tokenizer")
     shares_understanding_parameters = True
+    tiny_params = TinyJanusParams
 
     def __init__(
         self,
@@ -137,10 +169,9 @@ class JanusARAdapter(UMMAdapter):
     def build_from_scratch(
         cls,
         tiny: TinyJanusParams,
-        texts: Sequence[str],
-        tokenizer_pixels: torch.Tensor,
         *,
-        kmeans_iters: int = 15,
+        texts: Sequence[str],
+        images: torch.Tensor,
         seed: int = 0,
         image_tokenizer: str = "patch_kmeans",
     ) -> JanusARAdapter:
@@ -155,10 +186,10 @@ class JanusARAdapter(UMMAdapter):
         if image_tokenizer == "janus_vq":
             return cls(model, tokenizer)
         patch = PatchKMeansTokenizer.fit(
-            tokenizer_pixels,
+            images,
             num_codes=tiny.codebook_size,
             patch_size=tiny.token_patch_size,
-            iters=kmeans_iters,
+            iters=tiny.kmeans_iters,
             seed=seed,
         )
         return cls(model, tokenizer, patch)

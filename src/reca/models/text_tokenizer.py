@@ -45,7 +45,11 @@ def build_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
         vocab.setdefault(w, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.normalizer = normalizers.Lowercase()
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    # Split on whitespace, then every punctuation mark on its own, exactly as split_words
+    # does, so a run like "?!" is two known tokens rather than one unknown one.
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")]
+    )
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         bos_token=BOS,

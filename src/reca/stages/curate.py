@@ -84,7 +84,8 @@ def run(params: CurateParams, input_dir: str | Path, output_dir: str | Path) -> 
             duplicates.append({"path": rel, "duplicate_of": seen[digest], "sha256": digest})
             continue
         seen[digest] = rel
-        row = {"id": rel.rsplit(".", 1)[0], "path": rel, "split": split, "sha256": digest, **facts}
+        # The id keeps the extension: x.png and x.jpg side by side are two images.
+        row = {"id": rel, "path": rel, "split": split, "sha256": digest, **facts}
         if caption is not None:
             row["caption"] = caption
         manifest.append(row)

@@ -24,15 +24,14 @@ def load_model_dir(path: str | Path, model: ModelParams) -> UMMAdapter:
     return registry.load(path, adapter=model.adapter, trust_remote_code=model.trust_remote_code)
 
 
-def initial_model(model: ModelParams, *, texts: Sequence[str], tokenizer_pixels: torch.Tensor,
-                  kmeans_iters: int, seed: int) -> UMMAdapter:
+def initial_model(model: ModelParams, *, texts: Sequence[str], images: torch.Tensor | None,
+                  seed: int) -> UMMAdapter:
     """The model `sft` starts from: ``model.pretrained`` if set, else a tiny one built from scratch."""
     cls = registry.get(model.adapter)
     if model.pretrained is not None:
         return cls.from_pretrained(model.pretrained, revision=model.revision,
                                    trust_remote_code=model.trust_remote_code)
-    build = getattr(cls, "build_from_scratch", None)
-    if build is None:
-        raise ValueError(f"adapter {model.adapter!r} cannot be built from scratch; set model.pretrained")
-    return build(model.tiny, texts, tokenizer_pixels, kmeans_iters=kmeans_iters, seed=seed,
-                 image_tokenizer=model.image_tokenizer)
+    if images is None:
+        raise ValueError("building a model from scratch needs training images")
+    return cls.build_from_scratch(model.tiny, texts=texts, images=images, seed=seed,
+                                  image_tokenizer=model.image_tokenizer)

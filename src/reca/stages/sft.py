@@ -32,7 +32,7 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
     if not params.enabled:
         if model.pretrained is None:
             raise ValueError("sft.enabled is false but model.pretrained is null: nothing to pass through")
-        adapter = initial_model(model, texts=[], tokenizer_pixels=None, kmeans_iters=1, seed=params.seed)
+        adapter = initial_model(model, texts=[], images=None, seed=params.seed)
         adapter.save_pretrained(output_dir)
         return {"passed_through": model.pretrained}
     # The vocabulary must cover every text the model will ever read: captions,
@@ -41,8 +41,7 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
     adapter = initial_model(
         model,
         texts=texts,
-        tokenizer_pixels=captioned.pixels(range(len(captioned)), "generation"),
-        kmeans_iters=params.kmeans_iters,
+        images=captioned.pixels(range(len(captioned)), "generation"),
         seed=params.seed,
     )
     adapter.set_frozen(params.freeze)

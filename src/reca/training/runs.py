@@ -48,7 +48,8 @@ def run_training(
 ) -> dict[str, float]:
     """Set up, train, export HF weights to ``output_dir``; log params, curve and model to MLflow."""
     tracker.log_params(flatten(optim, stage))
-    trainer = Trainer(objective, planner, optim, ckpt_dir, log_fn=lambda step, m: tracker.log_metrics(m, step))
+    trainer = Trainer(objective, planner, optim, ckpt_dir, log_fn=lambda step, m: tracker.log_metrics(m, step),
+                      desc=stage)
     trainer.setup()
     tracker.log_params({"deepspeed.config": json.dumps(trainer.ds_config),
                         "deepspeed.world_size": trainer.world_size,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from reca.objectives.reca import RecAObjective
 from reca.params import OptimParams
@@ -77,7 +78,9 @@ class Trainer:
         *,
         log_fn: LogFn | None = None,
         max_nonfinite: int = 5,
+        desc: str = "train",
     ) -> None:
+        self.desc = desc
         self.objective = objective
         self.planner = planner
         self.optim = optim
@@ -120,6 +123,8 @@ class Trainer:
         consecutive_bad = 0
         window: list[dict[str, float]] = []
         t0, samples = time.perf_counter(), 0
+        bar = tqdm(total=self.optim.steps, initial=self.step, desc=self.desc, unit="step", mininterval=2.0,
+                   disable=not is_rank_zero())
         while self.step < self.optim.steps:
             batch = self.planner.batch(self.step)
             loss, terms = self.engine(batch)
@@ -134,11 +139,13 @@ class Trainer:
                         "lower the learning rate or check the data"
                     )
                 self.step += 1
+                bar.update(1)
                 continue
             consecutive_bad = 0
             self.engine.backward(loss)
             self.engine.step()
             self.step += 1
+            bar.update(1)
             samples += self.optim.batch_size * self.world_size
             window.append(terms)
             if self.step % self.optim.log_every == 0 or self.step == self.optim.steps:
@@ -148,11 +155,13 @@ class Trainer:
                 metrics["samples_per_s"] = samples / elapsed if elapsed > 0 else 0.0
                 metrics["skipped_steps"] = float(self.skipped_steps)
                 self.history.append({"step": float(self.step), **metrics})
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
                 if self.log_fn is not None and is_rank_zero():
                     self.log_fn(self.step, metrics)
                 window, t0, samples = [], time.perf_counter(), 0
             if self.step % self.optim.checkpoint_every == 0 and self.step < self.optim.steps:
                 self.save_checkpoint()
+        bar.close()
         return self.history[-1] if self.history else {}
 
     # ------------------------------------------------------------- checkpoint
