@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
 TINY = {
     "hidden_size": 32,
     "num_layers": 2,

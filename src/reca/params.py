@@ -103,27 +103,53 @@ class ModelParams(Section):
 
 
 class OptimParams(Section):
-    """Optimiser, schedule and DeepSpeed settings shared by `sft` and `train`."""
+    """Optimiser, schedule, DeepSpeed and launch settings shared by `sft` and `train`."""
 
     steps: int = Field(100, ge=1, description="Optimiser steps (budget in steps, not seconds).")
-    batch_size: int = Field(32, ge=1, description="Samples per loss term per step, per process.")
+    batch_size: int = Field(32, ge=1, description="Samples per loss term per micro-batch, per process.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Micro-batches per optimiser step; global batch = batch_size x this x processes."
+    )
     lr: float = Field(1e-3, gt=0.0)
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="After linear warmup: cosine decay to min_lr_ratio, or constant."
+    )
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Cosine floor as a fraction of lr.")
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0.0, description="Global gradient-norm clip (0 = off).")
-    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage (configs/deepspeed/zero<N>.json).")
+    deepspeed_config: str | None = Field(
+        None, description="A DeepSpeed JSON to start from instead of configs/deepspeed/zero<N>.json."
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 on GPU, fp32 on CPU (the CPU has no fast bf16 training path)."
+    )
+    processes: int = Field(1, ge=1, description="Processes per node; > 1 relaunches through `launcher`.")
+    hostfile: str | None = Field(None, description="DeepSpeed hostfile for multi-node runs (implies launcher).")
+    launcher: Literal["torchrun", "deepspeed"] = Field(
+        "torchrun", description="How `reca train` starts several processes (a hostfile needs deepspeed)."
+    )
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="How many resumable checkpoints to keep.")
+    milestone_every: int = Field(
+        0, ge=0, description="Steps between consolidated HF exports logged to MLflow (0 = final model only)."
+    )
     log_every: int = Field(10, ge=1)
+    max_nonfinite: int = Field(5, ge=1, description="Consecutive non-finite steps that stop the run.")
     cfg_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Probability of dropping the condition (CFG).")
+    mlflow_fallback_local: bool = Field(
+        False, description="If the MLflow server is unreachable, log to the local store instead of stopping."
+    )
 
     @model_validator(mode="after")
-    def _check_warmup(self) -> OptimParams:
+    def _check_schedule(self) -> OptimParams:
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        if self.hostfile is not None and self.launcher != "deepspeed":
+            raise ValueError("hostfile needs launcher: deepspeed (torchrun here runs on one node)")
         return self
 
 
@@ -162,6 +188,13 @@ class TrainParams(OptimParams):
         "understanding", description="template_only removes h_v from the condition (control arm)."
     )
     template_file: str | None = Field(None, description="One template per line; null = the built-in bank.")
+    copy_warn_ratio: float = Field(
+        0.2, ge=0.0, lt=1.0,
+        description="Warn (token copying) when loss_reca falls below this fraction of the starting model's.",
+    )
+    registered_model: str | None = Field(
+        "reca-shapeworld", description="MLflow registered-model name for the final model (null = do not register)."
+    )
 
     @model_validator(mode="after")
     def _check_terms(self) -> TrainParams:

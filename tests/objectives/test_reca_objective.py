@@ -30,7 +30,8 @@ def test_total_is_the_weighted_sum_of_the_terms(tiny_adapter):
         total, terms = obj(batch)
     expected = terms["loss_reca"] + 0.5 * terms["loss_i2t"] + 2.0 * terms["loss_t2i"]
     assert total.item() == pytest.approx(expected, rel=1e-5)
-    assert set(terms) == {"loss", "loss_reca", "loss_i2t", "loss_t2i"}
+    assert set(terms) == {"loss", "loss_reca", "loss_i2t", "loss_t2i", "tokens"}
+    assert terms["tokens"] == 2 * 3 * tiny_adapter.tokens_per_image
 
 
 def test_zero_weight_terms_are_not_computed(tiny_adapter):
@@ -38,7 +39,7 @@ def test_zero_weight_terms_are_not_computed(tiny_adapter):
     batch.captioned = None
     obj = RecAObjective(tiny_adapter, lambda_reca=1.0, lambda_i2t=0.0, lambda_t2i=0.0)
     _, terms = obj(batch)
-    assert set(terms) == {"loss", "loss_reca"}
+    assert set(terms) == {"loss", "loss_reca", "tokens"}
 
 
 def test_cached_features_and_live_encoder_give_the_same_loss(tiny_adapter):

@@ -10,7 +10,7 @@ from reca.objectives.reca import RecAObjective
 from reca.params import TrainParams
 from reca.training.batches import BatchPlanner
 from reca.training.trainer import Trainer
-from reca_testing import TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
+from reca_testing import REPO, TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
 
 
 class Crash(RuntimeError):
@@ -25,16 +25,16 @@ def _trainer(ckpt, zero_stage, steps=6, crash_at=None):
     if crash_at is not None:
         original = planner.batch
 
-        def batch(step):
+        def batch(step, micro=0):
             if step == crash_at:
                 raise Crash(f"simulated kill at step {step}")
-            return original(step)
+            return original(step, micro)
 
         planner.batch = batch
     optim = TrainParams(steps=steps, batch_size=4, lr=3e-3, warmup_steps=1, zero_stage=zero_stage,
                         checkpoint_every=3, log_every=1, keep_checkpoints=2)
     objective = RecAObjective(adapter, lambda_reca=1.0, lambda_i2t=1.0, lambda_t2i=1.0)
-    return Trainer(objective, planner, optim, ckpt)
+    return Trainer(objective, planner, optim, ckpt, root=REPO, frozen_parts=("understanding_encoder", "image_tokenizer"))
 
 
 @pytest.mark.parametrize("zero_stage", [0, 2])

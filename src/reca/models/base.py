@@ -97,6 +97,11 @@ class UMMAdapter(nn.Module, abc.ABC):
     def generation_size(self) -> int:
         """Side, in pixels, of generated images."""
 
+    @property
+    def tokens_per_image(self) -> int | None:
+        """Generation-branch tokens per image (for tokens/s throughput); None if not meaningful."""
+        return None
+
     @abc.abstractmethod
     def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Output of the (frozen, cacheable) understanding encoder for pixels in [-1, 1]."""

@@ -238,6 +238,10 @@ class JanusARAdapter(UMMAdapter):
         return self._image_tokenizer.image_size
 
     @property
+    def tokens_per_image(self) -> int:
+        return self._image_tokenizer.num_tokens
+
+    @property
     def image_tokenizer(self) -> ImageTokenizer:
         return self._image_tokenizer
 

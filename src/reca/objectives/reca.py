@@ -89,12 +89,14 @@ class RecAObjective(nn.Module):
         """Return the total loss and each weighted term's unweighted value (for logging)."""
         total = torch.zeros((), device=next(self.parameters()).device)
         terms: dict[str, float] = {}
+        images = 0
         if self.lambda_reca > 0:
             if batch.reconstruction is None:
                 raise ValueError("lambda_reca > 0 but the batch has no reconstruction part")
             loss = self.reconstruction_loss(batch.reconstruction)
             total = total + self.lambda_reca * loss
             terms["loss_reca"] = loss.item()
+            images += len(batch.reconstruction.templates)
         if self.lambda_i2t > 0 or self.lambda_t2i > 0:
             cap = batch.captioned
             if cap is None:
@@ -107,5 +109,9 @@ class RecAObjective(nn.Module):
                 loss = self.adapter.generation_loss(Condition(texts=cap.captions, drop=cap.drop), cap.pixels)
                 total = total + self.lambda_t2i * loss
                 terms["loss_t2i"] = loss.item()
+                images += len(cap.captions)
         terms["loss"] = total.item()
+        if self.adapter.tokens_per_image:
+            # Generated-image tokens supervised this micro-batch: the throughput unit.
+            terms["tokens"] = float(images * self.adapter.tokens_per_image)
         return total, terms

@@ -52,11 +52,13 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
         seed=params.seed,
         rank=rank,
         world_size=world_size,
+        accumulation=params.gradient_accumulation_steps,
         cfg_dropout=params.cfg_dropout,
         instructions=CAPTION_INSTRUCTIONS,
         captioned=captioned,
     )
     inputs = {"degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"), "model": model.model_dump_json()}
     ckpt = checkpoint_dir(root, "sft", params, inputs)
-    return run_training(objective, planner, params, ckpt, output_dir, tracker, "sft")
+    return run_training(objective, planner, params, ckpt, output_dir, tracker, "sft",
+                        frozen_parts=tuple(params.freeze))
 

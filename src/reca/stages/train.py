@@ -65,6 +65,7 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
         seed=params.seed,
         rank=rank,
         world_size=world_size,
+        accumulation=params.gradient_accumulation_steps,
         cfg_dropout=params.cfg_dropout,
         templates=list(templates),
         instructions=CAPTION_INSTRUCTIONS,
@@ -78,4 +79,6 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
         "model_params": model.model_dump_json(),
     }
     ckpt = checkpoint_dir(root, "train", params, inputs)
-    return run_training(objective, planner, params, ckpt, output_dir, tracker, "train")
+    return run_training(objective, planner, params, ckpt, output_dir, tracker, "train",
+                        frozen_parts=tuple(params.freeze), copy_warn_ratio=params.copy_warn_ratio,
+                        registered_model=params.registered_model)

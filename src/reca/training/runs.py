@@ -17,6 +17,7 @@ from reca.objectives.reca import RecAObjective
 from reca.params import OptimParams, flatten
 from reca.tracking.mlflow_run import StageRun
 from reca.training.batches import BatchPlanner
+from reca.training.registration import register, write_pointer
 from reca.training.trainer import Trainer
 
 
@@ -45,11 +46,22 @@ def run_training(
     output_dir: str | Path,
     tracker: StageRun,
     stage: str,
+    *,
+    frozen_parts: tuple[str, ...] = (),
+    copy_warn_ratio: float = 0.0,
+    registered_model: str | None = None,
 ) -> dict[str, float]:
     """Set up, train, export HF weights to ``output_dir``; log params, curve and model to MLflow."""
     tracker.log_params(flatten(optim, stage))
-    trainer = Trainer(objective, planner, optim, ckpt_dir, log_fn=lambda step, m: tracker.log_metrics(m, step),
-                      desc=stage)
+    trainer = Trainer(
+        objective, planner, optim, ckpt_dir,
+        log_fn=lambda step, m: tracker.log_metrics(m, step),
+        milestone_fn=lambda step, path: tracker.log_artifact(path, artifact_path=f"milestones/step{step:07d}"),
+        warn_fn=lambda key, message: tracker.set_tags({key: message}),
+        frozen_parts=frozen_parts,
+        copy_warn_ratio=copy_warn_ratio,
+        desc=stage,
+    )
     trainer.setup()
     tracker.log_params({"deepspeed.config": json.dumps(trainer.ds_config),
                         "deepspeed.world_size": trainer.world_size,
@@ -59,6 +71,11 @@ def run_training(
     final = trainer.train()
     trainer.save_checkpoint()
     trainer.export(output_dir)
-    tracker.log_artifact(output_dir, artifact_path="model")
+    if tracker.active:
+        tracker.log_artifact(output_dir, artifact_path="model")
+        if registered_model and tracker.run_id:
+            info = register(tracker.run_id, registered_model)
+            write_pointer(output_dir, info)
+            tracker.set_tags({"reca.registered_model": f"{info['name']}/{info['version']}"})
     trainer.cleanup()
     return final

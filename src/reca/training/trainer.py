@@ -1,16 +1,18 @@
 """The DeepSpeed trainer used by both `sft` and `train`: setup / train / save_checkpoint / cleanup.
 
 One DeepSpeed engine wraps one module, the :class:`RecAObjective` with the
-adapter inside it. Checkpoints go through DeepSpeed (so ZeRO partitions are
-saved by the rank that owns them) but are serialised as safetensors; next to
-each resumable checkpoint, rank 0 exports an HF-format model directory that
-``from_pretrained`` loads.
+adapter inside it. Checkpoints go through DeepSpeed (so every rank saves the
+ZeRO partition it owns) but are serialised as safetensors; next to each
+resumable checkpoint, rank 0 exports consolidated HF-format weights that
+``from_pretrained`` loads, and only then moves the ``latest`` pointer, so a
+crash mid-save leaves ``latest`` on the previous complete checkpoint.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +21,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from reca.fileio import write_text
 from reca.objectives.reca import RecAObjective
 from reca.params import OptimParams
 from reca.training.batches import BatchPlanner
 from reca.training.distributed import accelerator, barrier, init_distributed, is_rank_zero
+from reca.training.monitors import TokenCopyingMonitor, peak_memory_mb
 
 LogFn = Callable[[int, dict[str, float]], None]
+MilestoneFn = Callable[[int, Path], None]
+WarnFn = Callable[[str, str], None]
 TAG_PREFIX = "step"
 
 
@@ -32,33 +38,8 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps produced a NaN or infinite loss."""
 
 
-def deepspeed_config(optim: OptimParams, *, on_cpu: bool) -> dict[str, Any]:
-    """The DeepSpeed JSON config for one run (also logged as an artifact)."""
-    return {
-        "train_micro_batch_size_per_gpu": optim.batch_size,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": optim.grad_clip,
-        "zero_optimization": {"stage": optim.zero_stage},
-        # ZeRO with a client (torch) optimizer: DeepSpeed's fused Adam has no CPU build.
-        "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": not on_cpu},
-        "scheduler": {
-            "type": "WarmupCosineLR",
-            "params": {
-                "total_num_steps": optim.steps,
-                "warmup_num_steps": optim.warmup_steps,
-                "warmup_type": "linear",
-                "warmup_min_ratio": 0.0,
-                "cos_min_ratio": optim.min_lr_ratio,
-            },
-        },
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
-    }
-
-
 def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No decay on biases, norms and embeddings' 1-D parameters, as is standard for transformers.
+    # No decay on biases and norm weights (1-D parameters), as is standard for transformers.
     decay, no_decay = [], []
     for p in module.parameters():
         if p.requires_grad:
@@ -66,8 +47,28 @@ def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _all_mean(values: dict[str, float]) -> dict[str, float]:
+    """Mean of each value over ranks (what a single process with the global batch would log)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    t /= torch.distributed.get_world_size()
+    return dict(zip(keys, t.tolist(), strict=True))
+
+
+def _any_rank(flag: bool) -> bool:
+    """True if ``flag`` holds on any rank: every rank must take the same branch around collectives."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.all_reduce(t)
+    return bool(t.item() > 0)
+
+
 class Trainer:
-    """Runs ``optim.steps`` steps of the objective on batches from ``planner``."""
+    """Runs ``optim.steps`` optimiser steps of the objective on batches from ``planner``."""
 
     def __init__(
         self,
@@ -77,20 +78,31 @@ class Trainer:
         checkpoint_dir: str | Path,
         *,
         log_fn: LogFn | None = None,
-        max_nonfinite: int = 5,
+        milestone_fn: MilestoneFn | None = None,
+        warn_fn: WarnFn | None = None,
+        frozen_parts: tuple[str, ...] = (),
+        copy_warn_ratio: float = 0.0,
         desc: str = "train",
+        root: str | Path = ".",
     ) -> None:
-        self.desc = desc
         self.objective = objective
         self.planner = planner
         self.optim = optim
         self.checkpoint_dir = Path(checkpoint_dir)
         self.log_fn = log_fn
-        self.max_nonfinite = max_nonfinite
+        self.milestone_fn = milestone_fn
+        self.warn_fn = warn_fn
+        self.frozen_parts = frozen_parts
+        self.max_nonfinite = optim.max_nonfinite
+        self.desc = desc
+        self.root = Path(root)
+        self.copy_monitor = TokenCopyingMonitor(copy_warn_ratio) if copy_warn_ratio > 0 else None
         self.engine: Any = None
         self.step = 0
         self.skipped_steps = 0
         self.history: list[dict[str, float]] = []
+        self.ds_config: dict[str, Any] = {}
+        self.frozen: Any = None
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -99,13 +111,21 @@ class Trainer:
         self.rank, self.world_size = init_distributed()
         import deepspeed
 
+        from reca.training.deepspeed_setup import FrozenOutsideZero3, build_config
         from reca.training.safetensors_checkpoint_engine import SafetensorsCheckpointEngine
 
+        self.ds_config = build_config(self.optim, on_cpu=on_cpu, world_size=self.world_size, root=self.root)
         optimizer = torch.optim.AdamW(
             _param_groups(self.objective, self.optim.weight_decay), lr=self.optim.lr, betas=self.optim.betas
         )
-        self.ds_config = deepspeed_config(self.optim, on_cpu=on_cpu)
+        parts = self.objective.adapter.parts()
+        frozen = [parts[name] for name in self.frozen_parts if name in parts]
+        self.frozen = FrozenOutsideZero3(self.objective, frozen, zero_stage=self.optim.zero_stage)
+        self.frozen.detach()
         self.engine, _, _, _ = deepspeed.initialize(model=self.objective, optimizer=optimizer, config=self.ds_config)
+        if not on_cpu:
+            for module in frozen:
+                module.to(self.engine.device)
         self.engine.checkpoint_engine = SafetensorsCheckpointEngine()
         if (self.checkpoint_dir / "latest").exists():
             _, client_state = self.engine.load_checkpoint(
@@ -113,22 +133,56 @@ class Trainer:
             )
             self.step = int(client_state["step"])
             self.skipped_steps = int(client_state.get("skipped_steps", 0))
+            if self.copy_monitor is not None:
+                self.copy_monitor.baseline = client_state.get("copy_baseline")
+        if self.copy_monitor is not None and self.copy_monitor.baseline is None and self.objective.lambda_reca > 0:
+            # The starting model's reconstruction loss: what "far below" is measured against.
+            with torch.no_grad():
+                self.objective.eval()
+                baseline = self.objective.reconstruction_loss(self.planner.batch(0).reconstruction).item()
+                self.objective.train()
+            self.copy_monitor.baseline = _all_mean({"b": baseline})["b"]
 
     # ------------------------------------------------------------------ train
+    def _micro_step(self, step: int, micro: int) -> dict[str, float] | None:
+        """Forward and backward one micro-batch; ``None`` if its loss was non-finite on any rank."""
+        loss, terms = self.engine(self.planner.batch(step, micro))
+        if _any_rank(not math.isfinite(terms["loss"])):
+            if self.optim.gradient_accumulation_steps == 1:
+                return None
+            if self.optim.zero_stage == 3:
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step} micro-batch {micro}: with ZeRO-3 and gradient "
+                    "accumulation the step cannot be skipped; lower the learning rate or check the data"
+                )
+            # Keep DeepSpeed's accumulation counters and collectives aligned with a
+            # backward that adds exactly zero gradient, instead of the poisoned one.
+            zero = sum((p * 0.0).sum() for p in self.objective.parameters() if p.requires_grad)
+            self.engine.backward(zero)
+            self.engine.step()
+            return None
+        self.engine.backward(loss)
+        self.engine.step()
+        return terms
+
     def train(self) -> dict[str, float]:
-        """Train until ``optim.steps``; return the mean of the last logged window."""
+        """Train until ``optim.steps``; return the last logged metrics."""
         if self.engine is None:
             raise RuntimeError("call setup() before train()")
         self.engine.train()
         consecutive_bad = 0
         window: list[dict[str, float]] = []
-        t0, samples = time.perf_counter(), 0
+        t0, samples, tokens = time.perf_counter(), 0, 0.0
         bar = tqdm(total=self.optim.steps, initial=self.step, desc=self.desc, unit="step", mininterval=2.0,
-                   disable=not is_rank_zero())
+                   disable=not is_rank_zero(), file=sys.stderr)
+        accumulation = self.optim.gradient_accumulation_steps
         while self.step < self.optim.steps:
-            batch = self.planner.batch(self.step)
-            loss, terms = self.engine(batch)
-            if not math.isfinite(terms["loss"]):
+            if accumulation == 1:
+                results = [self._micro_step(self.step, 0)]
+            else:
+                results = [self._micro_step(self.step, m) for m in range(accumulation)]
+            good = [r for r in results if r is not None]
+            if not good:
                 # Skip the update entirely: one bad batch must not poison the weights.
                 consecutive_bad += 1
                 self.skipped_steps += 1
@@ -142,41 +196,76 @@ class Trainer:
                 bar.update(1)
                 continue
             consecutive_bad = 0
-            self.engine.backward(loss)
-            self.engine.step()
+            self.skipped_steps += len(results) - len(good)
             self.step += 1
             bar.update(1)
-            samples += self.optim.batch_size * self.world_size
-            window.append(terms)
+            samples += self.optim.batch_size * len(good) * self.world_size
+            tokens += sum(r.get("tokens", 0.0) for r in good) * self.world_size
+            window.extend({k: v for k, v in r.items() if k != "tokens"} for r in good)
             if self.step % self.optim.log_every == 0 or self.step == self.optim.steps:
-                metrics = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-                metrics["lr"] = float(self.engine.get_lr()[0])
-                elapsed = time.perf_counter() - t0
-                metrics["samples_per_s"] = samples / elapsed if elapsed > 0 else 0.0
-                metrics["skipped_steps"] = float(self.skipped_steps)
-                self.history.append({"step": float(self.step), **metrics})
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
-                if self.log_fn is not None and is_rank_zero():
-                    self.log_fn(self.step, metrics)
-                window, t0, samples = [], time.perf_counter(), 0
+                self._log(window, time.perf_counter() - t0, samples, tokens, bar)
+                window, t0, samples, tokens = [], time.perf_counter(), 0, 0.0
             if self.step % self.optim.checkpoint_every == 0 and self.step < self.optim.steps:
                 self.save_checkpoint()
+            if self.optim.milestone_every and self.step % self.optim.milestone_every == 0:
+                self._milestone()
         bar.close()
         return self.history[-1] if self.history else {}
 
+    def _log(self, window: list[dict[str, float]], elapsed: float, samples: int, tokens: float, bar: tqdm) -> None:
+        metrics = _all_mean({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+        metrics["lr"] = float(self.engine.get_lr()[0])
+        metrics["samples_per_s"] = samples / elapsed if elapsed > 0 else 0.0
+        metrics["tokens_per_s"] = tokens / elapsed if elapsed > 0 else 0.0
+        metrics["skipped_steps"] = float(self.skipped_steps)
+        metrics["peak_memory_mb"] = peak_memory_mb()
+        self.history.append({"step": float(self.step), **metrics})
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", refresh=False)
+        if self.copy_monitor is not None and "loss_reca" in metrics:
+            message = self.copy_monitor.check(self.step, metrics["loss_reca"])
+            if message and is_rank_zero():
+                tqdm.write(f"WARNING: {message}", file=sys.stderr)
+                if self.warn_fn is not None:
+                    self.warn_fn("reca.token_copying_warning", message)
+        if self.log_fn is not None and is_rank_zero():
+            self.log_fn(self.step, metrics)
+
     # ------------------------------------------------------------- checkpoint
+    def _export_hf(self, directory: Path) -> None:
+        """Consolidated HF weights on rank 0 (ZeRO-3 partitions gathered first, on every rank)."""
+        if self.optim.zero_stage == 3:
+            import deepspeed
+
+            partitioned = [p for p in self.objective.parameters() if hasattr(p, "ds_id")]
+            with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None), self.frozen.attached():
+                if is_rank_zero():
+                    self.objective.adapter.save_pretrained(directory)
+        elif is_rank_zero():
+            self.objective.adapter.save_pretrained(directory)
+
     def save_checkpoint(self) -> Path:
         """Save a resumable checkpoint (every rank) plus an HF export (rank 0); prune old ones."""
         tag = f"{TAG_PREFIX}{self.step:07d}"
+        client_state = {"step": self.step, "skipped_steps": self.skipped_steps}
+        if self.copy_monitor is not None and self.copy_monitor.baseline is not None:
+            client_state["copy_baseline"] = self.copy_monitor.baseline
         # Every rank must call save_checkpoint: each writes its own ZeRO partition.
-        self.engine.save_checkpoint(
-            str(self.checkpoint_dir), tag=tag, client_state={"step": self.step, "skipped_steps": self.skipped_steps}
-        )
+        self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state=client_state,
+                                    save_latest=False)
+        self._export_hf(self.checkpoint_dir / tag / "hf")
+        barrier()
         if is_rank_zero():
-            self.objective.adapter.save_pretrained(self.checkpoint_dir / tag / "hf")
+            write_text(self.checkpoint_dir / "latest", tag)
             self._prune()
         barrier()
         return self.checkpoint_dir / tag
+
+    def _milestone(self) -> None:
+        directory = self.checkpoint_dir / "milestones" / f"{TAG_PREFIX}{self.step:07d}"
+        self._export_hf(directory)
+        barrier()
+        if is_rank_zero() and self.milestone_fn is not None:
+            self.milestone_fn(self.step, directory)
 
     def _prune(self) -> None:
         tags = sorted(p for p in self.checkpoint_dir.glob(f"{TAG_PREFIX}*") if p.is_dir())
@@ -184,11 +273,13 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
 
     def export(self, output_dir: str | Path) -> None:
-        """Write the final model in HF format (rank 0)."""
-        if is_rank_zero():
-            self.objective.adapter.save_pretrained(output_dir)
+        """Write the final model in HF format (gathered from every rank under ZeRO-3)."""
+        self._export_hf(Path(output_dir))
         barrier()
 
     def cleanup(self) -> None:
-        """Release the engine (the process group stays for the caller's lifetime)."""
+        """Release the engine and restore the module tree (the process group stays)."""
+        if self.engine is not None:
+            self.frozen.attach()
         self.engine = None
+
