@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup run test test-all lint clean-outputs
+.PHONY: setup run test test-all lint clean-outputs prefect-server prefect-deploy mlflow-ui report ablations
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,23 @@ lint: setup
 
 clean-outputs:
 	rm -rf data/curated data/degraded data/embeddings models metrics reports checkpoints
+
+# Local services, bound to 127.0.0.1 (README: "Orchestration: Prefect", "Tracking: MLflow").
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
+
+prefect-server: setup
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# Serves the scheduled deployment reca-pipeline/nightly against `make prefect-server`.
+prefect-deploy: setup
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(BIN)/python flows/deploy.py $(DEPLOY_ARGS)
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+report: setup
+	$(BIN)/reca report $(REPORT_ARGS)
+
+ablations: setup
+	bash scripts/ablations.sh $(ABLATIONS)

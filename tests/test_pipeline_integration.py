@@ -45,7 +45,7 @@ def _shrink(params_path: Path) -> None:
                               codebook_size=256)
     p["sft"].update(steps=6, warmup_steps=1, checkpoint_every=3, log_every=2, batch_size=8)
     p["train"].update(steps=4, warmup_steps=1, checkpoint_every=2, log_every=2, batch_size=8)
-    p["evaluate"].update(n_single=4, n_two=2, n_reconstruction=4, batch_size=8, grid_size=4)
+    p["evaluate"].update(prompts_per_task=2, samples_per_prompt=1, n_reconstruction=4, batch_size=8, grid_size=4)
     params_path.write_text(yaml.safe_dump(p, sort_keys=False))
 
 
@@ -79,7 +79,7 @@ def _mlflow_runs(root: Path):
 def test_dvc_repro_writes_side_by_side_metrics(pipeline_copy):
     metrics = json.loads((pipeline_copy / "metrics" / "metrics.json").read_text())
     for model in ("sft", "reca"):
-        assert {"recon_psnr", "recon_ssim", "overall", "single_object", "colour"} <= set(metrics[model])
+        assert {"recon_psnr", "recon_ssim", "overall", "single_object", "colors"} <= set(metrics[model])
         assert 0.0 <= metrics[model]["overall"] <= 1.0
         assert metrics[model]["recon_psnr"] > 0
     assert "delta" in metrics
@@ -109,6 +109,10 @@ def test_every_stage_is_an_mlflow_run_with_params_and_artifacts(pipeline_copy):
     assert {"model", "params.yaml"} <= artifacts
     evaluate = {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id, "report")}
     assert "report/samples.png" in evaluate
+    # The final model is registered, and evaluate tagged that version with its scores.
+    name, version = train.data.tags["reca.registered_model"].split("/")
+    tags = client.get_model_version(name, version).tags
+    assert "eval.overall" in tags and "eval.recon_psnr" in tags
 
 
 def test_train_resumes_from_its_checkpoint_after_outputs_are_deleted(pipeline_copy):
@@ -127,5 +131,21 @@ def test_prefect_flow_runs_the_dvc_targets_without_a_server(pipeline_copy):
     out = _run([sys.executable, "flows/reca_pipeline.py"], pipeline_copy, timeout=300)
     assert "recon_psnr" in out.stdout
     _, runs = _mlflow_runs(pipeline_copy)
-    parents = [r for r in runs if r.data.tags.get("reca.kind") == "pipeline"]
+    parents = [r for r in runs if r.data.tags.get("reca.kind") == "pipeline"
+               and r.data.tags.get("reca.launcher") == "prefect"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def test_train_relaunches_itself_across_two_processes(pipeline_copy):
+    params = pipeline_copy / "params.yaml"
+    p = yaml.safe_load(params.read_text())
+    p["train"].update(processes=2, zero_stage=2)
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    out = _run([str(BIN / "dvc"), "repro", "-s", "train"], pipeline_copy, timeout=600)
+    assert "torch.distributed.run" in out.stdout + out.stderr
+    client, runs = _mlflow_runs(pipeline_copy)
+    latest = max((r for r in runs if r.data.tags.get("reca.stage") == "train"), key=lambda r: r.info.start_time)
+    assert latest.info.status == "FINISHED"
+    assert latest.data.params["deepspeed.world_size"] == "2"
+    assert [m.step for m in client.get_metric_history(latest.info.run_id, "loss_reca")] == [2, 4]
+    assert (pipeline_copy / "models" / "reca" / "model.safetensors").exists()

@@ -29,19 +29,47 @@ class Section(BaseModel):
 
 
 class CurateParams(Section):
-    """``curate``: which raw images are usable."""
+    """``curate``: which raw images are usable (input: a folder tree, a list file, or .tar shards)."""
 
     min_side: int = Field(16, ge=1, description="Images with a shorter side below this are quarantined.")
     max_aspect_ratio: float = Field(4.0, ge=1.0, description="Long side / short side above this is quarantined.")
     max_pixels: int = Field(
-        89_478_485, ge=1, description="Decompression-bomb guard: images with more pixels are quarantined."
+        89_478_485, ge=1,
+        description="Decompression-bomb guard: images with more pixels (read from the header, before decoding) "
+        "are quarantined. Replaces Pillow's own limit.",
     )
-    dedupe_exact: bool = Field(True, description="Drop byte-identical duplicates, keeping the first by path.")
+    dedupe_exact: bool = Field(True, description="Drop byte-identical duplicates, keeping the first in input order.")
+    dedupe_near: bool = Field(
+        True, description="Drop near duplicates (perceptual hash and colour close), keeping the first in input order."
+    )
+    near_duplicate_bits: int = Field(
+        6, ge=0, le=15, description="Largest Hamming distance between 64-bit perceptual hashes of near duplicates."
+    )
+    near_duplicate_colour_diff: float = Field(
+        16.0, ge=0.0, le=255.0,
+        description="Largest colour difference (0-255, worst cell of an 8x8 RGB thumbnail) of near duplicates: "
+        "a recoloured object makes a different image.",
+    )
     splits: list[str] = Field(
         default_factory=lambda: ["captioned", "unlabeled", "heldout"],
-        description="Top-level folders of the input tree; images elsewhere are quarantined as 'unknown_split'.",
+        description="Top-level folders of the input; images elsewhere go to default_split.",
+    )
+    default_split: str | None = Field(
+        None, description="Split of images outside every split folder (e.g. unlabeled for a flat dump); "
+        "null quarantines them as 'unknown_split'.",
     )
     caption_file: str = Field("captions.jsonl", description="Per-split JSONL of {file, caption}, if present.")
+    caption_required_splits: list[str] = Field(
+        default_factory=lambda: ["captioned"],
+        description="Splits whose images without a caption are quarantined as 'missing_caption'.",
+    )
+    workers: int = Field(0, ge=0, description="Worker processes (0 = every available CPU core).")
+
+    @model_validator(mode="after")
+    def _check_default_split(self) -> CurateParams:
+        if self.default_split is not None and self.default_split not in self.splits:
+            raise ValueError(f"default_split {self.default_split!r} is not one of splits {self.splits}")
+        return self
 
 
 class DegradeParams(Section):
@@ -55,6 +83,9 @@ class DegradeParams(Section):
     blur_sigma: float = Field(0.0, ge=0.0, description="Gaussian blur sigma (pixels) on the understanding copy.")
     downup_factor: float = Field(
         1.0, gt=0.0, le=1.0, description="Down-scale by this factor and back up (1.0 = off): removes detail."
+    )
+    workers: int = Field(
+        0, ge=0, description="Worker processes (0 = every available CPU core); does not change the output."
     )
 
 
@@ -70,10 +101,11 @@ class ModelParams(Section):
     )
     revision: str | None = Field(None, description="Hub revision when `pretrained` is a hub id.")
     trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint (off by default).")
-    image_tokenizer: Literal["patch_kmeans", "janus_vq"] = Field(
+    image_tokenizer: str = Field(
         "patch_kmeans",
-        description="patch_kmeans: a k-means codebook over pixel patches fitted in `sft` (default world); "
-        "janus_vq: the checkpoint's own VQ model.",
+        description="How the generation branch represents images; the adapter lists what it accepts "
+        "(janus_ar: patch_kmeans = a k-means patch codebook fitted in `sft` for the default world, "
+        "janus_vq = the checkpoint's own VQ model).",
     )
     tiny: Any = Field(
         default_factory=dict,
@@ -86,9 +118,14 @@ class ModelParams(Section):
         from reca.models import registry
 
         try:
-            schema = registry.get(self.adapter).tiny_params
+            adapter = registry.get(self.adapter)
         except KeyError as err:
             raise ValueError(str(err).strip("'\"")) from None
+        schema = adapter.tiny_params
+        accepted = getattr(adapter, "image_tokenizers", None)
+        if accepted and self.image_tokenizer not in accepted:
+            raise ValueError(f"model.image_tokenizer: {self.image_tokenizer!r} is not one {self.adapter} accepts; "
+                             f"allowed: {', '.join(accepted)}")
         raw = self.tiny.model_dump() if isinstance(self.tiny, BaseModel) else dict(self.tiny or {})
         try:
             resolved = schema.model_validate(raw)
@@ -204,24 +241,88 @@ class TrainParams(OptimParams):
 
 
 class EmbedParams(Section):
-    """``embed``: cache of understanding-encoder features of the degraded images."""
+    """``embed``: sharded, resumable cache of understanding-encoder features of the degraded images."""
 
-    batch_size: int = Field(64, ge=1)
-    splits: list[str] = Field(default_factory=lambda: ["unlabeled", "heldout"])
+    batch_size: int = Field(64, ge=1, description="Images per encoder forward pass.")
+    splits: list[str] = Field(
+        default_factory=lambda: ["unlabeled", "heldout"], description="Splits of the degraded manifest to cache."
+    )
+    shard_size: int = Field(
+        1024, ge=1,
+        description="Images per safetensors shard: the unit of resume, and of memory (one shard of features "
+        "is held at a time).",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Storage dtype of the cached features (bfloat16 halves the disk of real encoders)."
+    )
+
+
+def _world_default(name: str) -> Any:
+    # Imported lazily: params is imported everywhere, the world module pulls in PIL.
+    from reca.data import shapeworld
+
+    value = getattr(shapeworld, name)
+    return dict(value) if isinstance(value, dict) else list(value)
 
 
 class EvaluateParams(Section):
-    """``evaluate``: compositional text-to-image score and reconstruction fidelity."""
+    """``evaluate``: GenEval scores of generated images and reconstruction fidelity, model against model."""
 
-    seed: int = 1234
-    n_single: int = Field(72, ge=0, description="Single-object prompts (cycles every shape x colour pair).")
-    n_two: int = Field(48, ge=0, description="Two-object prompts.")
-    samples_per_prompt: int = Field(1, ge=1)
+    seed: int = Field(1234, description="Sampling seed: every model draws with the same noise per prompt.")
+    classes: list[str] = Field(
+        default_factory=lambda: _world_default("SHAPES"), min_length=2,
+        description="Object classes of the GenEval prompts (the world's shapes; COCO names for real models).",
+    )
+    colours: list[str] = Field(
+        default_factory=lambda: list(_world_default("COLOURS")), min_length=2,
+        description="Colours the colour prompts draw from (names from GenEval's ten).",
+    )
+    usual_colours: dict[str, str] = Field(
+        default_factory=lambda: _world_default("USUAL_COLOUR"),
+        description="Each class's usual colour in the captioned split: colour scores are also split "
+        "into usual / unusual pairs ({} = no split).",
+    )
+    prompt_seed: int = Field(43, description="Seed of GenEval's prompt recipe (GenEval's official set uses 43).")
+    prompts_per_task: int = Field(32, ge=0, description="Draws per task before duplicates are removed (GenEval: 100).")
+    max_count: int = Field(4, ge=2, le=9, description="Largest count of the counting task (GenEval: 4).")
+    metadata_file: str | None = Field(
+        None, description="A GenEval evaluation_metadata.jsonl (e.g. the official 553 prompts) used instead of "
+        "the recipe; its classes must be names the detector knows.",
+    )
+    samples_per_prompt: int = Field(1, ge=1, description="Images per prompt (GenEval: 4).")
+    detector: Literal["shapeworld", "mask2former"] = Field(
+        "shapeworld", description="shapeworld: exact detector of the default world; mask2former: a transformers "
+        "Mask2Former instance-segmentation checkpoint at detector_path.",
+    )
+    detector_path: str | None = Field(None, description="Local dir or hub id of the mask2former checkpoint.")
+    colour_classifier: Literal["palette", "clip"] = Field(
+        "palette", description="palette: nearest world colour of the masked pixels; clip: GenEval's CLIP "
+        "zero-shot rule with the CLIP checkpoint at clip_path.",
+    )
+    clip_path: str | None = Field(None, description="Local dir or hub id of the CLIP checkpoint (colour_classifier clip).")
+    threshold: float = Field(0.3, ge=0.0, le=1.0, description="Detection confidence threshold (GenEval: 0.3).")
+    counting_threshold: float = Field(0.9, ge=0.0, le=1.0, description="Threshold for counting prompts (GenEval: 0.9).")
+    max_objects: int = Field(16, ge=1, description="Most detections kept per class, most confident first (GenEval: 16).")
+    max_overlap: float = Field(1.0, gt=0.0, le=1.0, description="NMS IoU per class; 1 = off (GenEval's default).")
+    position_threshold: float = Field(0.1, ge=0.0, description="Relative-position margin (GenEval: 0.1).")
     n_reconstruction: int = Field(32, ge=0, description="Held-out images reconstructed from h_v.")
     guidance_scale: float = Field(1.0, ge=1.0, description="Classifier-free guidance (1 = off).")
     temperature: float = Field(1.0, gt=0.0)
     batch_size: int = Field(32, ge=1)
-    grid_size: int = Field(16, ge=1, description="Samples shown in each logged grid.")
+    grid_size: int = Field(16, ge=1, description="Prompts (and reconstructions) shown in each logged grid.")
+
+    @model_validator(mode="after")
+    def _check_evaluate(self) -> EvaluateParams:
+        from reca.evaluation.geneval_prompts import GENEVAL_COLOURS
+
+        bad = sorted(set(self.colours) - set(GENEVAL_COLOURS))
+        if bad:
+            raise ValueError(f"colours {bad} are not GenEval colours; allowed: {', '.join(GENEVAL_COLOURS)}")
+        if self.detector == "mask2former" and not self.detector_path:
+            raise ValueError("detector mask2former needs detector_path (a local dir or hub id)")
+        if self.colour_classifier == "clip" and not self.clip_path:
+            raise ValueError("colour_classifier clip needs clip_path (a local dir or hub id)")
+        return self
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -1,4 +1,4 @@
-"""Tests for the understanding-feature cache (reca.data.embedding_cache)."""
+"""Tests for the sharded understanding-feature cache (reca.data.embedding_cache)."""
 
 from __future__ import annotations
 
@@ -7,116 +7,134 @@ from pathlib import Path
 import pytest
 import torch
 
-from reca.data.embedding_cache import INDEX, StaleCacheError, cache_key, read_split, write_split
+from reca.data import embedding_cache as cache
 from reca.fileio import read_json
 from reca.params import DegradeParams
+from reca.stages.degrade import settings_record
 
-DEGRADE = DegradeParams(downup_factor=0.5).model_dump()
-IDS = ["unlabeled/a", "unlabeled/b", "unlabeled/c"]
+DEGRADE = settings_record(DegradeParams(downup_factor=0.5))
+ROWS = [{"id": f"unlabeled/{i}.png", "sha256": f"{i:064x}"} for i in range(5)]
+IDS = [r["id"] for r in ROWS]
 
 
-def _features(n: int = 3, seed: int = 0) -> torch.Tensor:
+def _features(n: int = 5, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 4, 8, generator=torch.Generator().manual_seed(seed))
 
 
-def test_round_trip_returns_identical_features(tmp_path: Path) -> None:
-    key = cache_key("janus_ar", "abc123", DEGRADE)
-    feats = _features()
-    write_split(tmp_path, "unlabeled", feats, IDS, key)
-    got = read_split(tmp_path, "unlabeled", key=key, ids=IDS)
-    assert got.dtype == feats.dtype
-    assert torch.equal(got, feats)
-    index = read_json(tmp_path / INDEX)
-    assert index["key"] == key
-    assert index["splits"]["unlabeled"] == {"ids": IDS, "shape": [3, 4, 8], "dtype": "torch.float32"}
+def _write(directory: Path, rows=ROWS, key: str = "k", dtype: str = "float32", shard_size: int = 2,
+           feats: torch.Tensor | None = None) -> list[cache.Shard]:
+    feats = _features(len(rows)) if feats is None else feats
+    shards = cache.plan_shards("unlabeled", rows, shard_size)
+    for s in shards:
+        cache.write_shard(directory, s, feats[s.start:s.start + s.count], key, dtype)
+    cache.write_index(directory, key, {"note": "test"}, dtype, {"unlabeled": shards}, {"unlabeled": [4, 8]})
+    return shards
 
 
-def test_round_trip_of_non_contiguous_bfloat16(tmp_path: Path) -> None:
-    feats = _features(3).to(torch.bfloat16).transpose(1, 2)
-    assert not feats.is_contiguous()
-    write_split(tmp_path, "heldout", feats, IDS, "k")
-    assert torch.equal(read_split(tmp_path, "heldout", key="k", ids=IDS), feats)
+def test_shards_cover_the_split_in_order_and_read_back_exactly(tmp_path: Path) -> None:
+    shards = _write(tmp_path)
+    assert [(s.file, s.start, s.count) for s in shards] == [
+        ("unlabeled-00000.safetensors", 0, 2), ("unlabeled-00001.safetensors", 2, 2),
+        ("unlabeled-00002.safetensors", 4, 1)]
+    assert torch.equal(cache.read_split(tmp_path, "unlabeled", key="k", ids=IDS), _features())
+    index = read_json(tmp_path / cache.INDEX)
+    assert index["key"] == "k" and index["splits"]["unlabeled"]["count"] == 5
+    assert index["splits"]["unlabeled"]["feature_shape"] == [4, 8]
+    assert cache.read_shard_shape(tmp_path, shards[0]) == (4, 8)
 
 
-def test_two_splits_share_one_index(tmp_path: Path) -> None:
-    write_split(tmp_path, "unlabeled", _features(3, 0), IDS, "k")
-    write_split(tmp_path, "heldout", _features(2, 1), ["heldout/x", "heldout/y"], "k")
-    assert torch.equal(read_split(tmp_path, "unlabeled", key="k", ids=IDS), _features(3, 0))
-    assert torch.equal(
-        read_split(tmp_path, "heldout", key="k", ids=["heldout/x", "heldout/y"]), _features(2, 1)
-    )
+def test_storage_dtype_is_kept(tmp_path: Path) -> None:
+    _write(tmp_path, dtype="bfloat16")
+    got = cache.read_split(tmp_path, "unlabeled", key="k", ids=IDS)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, _features().to(torch.bfloat16))
 
 
 def test_different_key_is_stale_and_says_how_to_fix(tmp_path: Path) -> None:
-    write_split(tmp_path, "unlabeled", _features(), IDS, "old-key")
-    with pytest.raises(StaleCacheError) as info:
-        read_split(tmp_path, "unlabeled", key="new-key", ids=IDS)
+    _write(tmp_path, key="old-key")
+    with pytest.raises(cache.StaleCacheError) as info:
+        cache.read_split(tmp_path, "unlabeled", key="new-key", ids=IDS)
     assert "dvc repro embed" in str(info.value)
     assert "old-key" in str(info.value) and "new-key" in str(info.value)
 
 
-def test_writing_with_a_new_key_drops_splits_of_the_old_key(tmp_path: Path) -> None:
-    write_split(tmp_path, "heldout", _features(), IDS, "old")
-    write_split(tmp_path, "unlabeled", _features(), IDS, "new")
-    assert set(read_json(tmp_path / INDEX)["splits"]) == {"unlabeled"}
-    with pytest.raises(KeyError, match="heldout"):
-        read_split(tmp_path, "heldout", key="new", ids=IDS)
+def test_ids_in_another_order_or_number_are_stale(tmp_path: Path) -> None:
+    _write(tmp_path)
+    with pytest.raises(cache.StaleCacheError):
+        cache.read_split(tmp_path, "unlabeled", key="k", ids=list(reversed(IDS)))
+    with pytest.raises(cache.StaleCacheError):
+        cache.read_split(tmp_path, "unlabeled", key="k", ids=IDS[:4])
 
 
-def test_ids_in_a_different_order_are_stale(tmp_path: Path) -> None:
-    write_split(tmp_path, "unlabeled", _features(), IDS, "k")
-    with pytest.raises(StaleCacheError):
-        read_split(tmp_path, "unlabeled", key="k", ids=list(reversed(IDS)))
-    with pytest.raises(StaleCacheError):
-        read_split(tmp_path, "unlabeled", key="k", ids=IDS[:2])
+def test_a_shard_overwritten_for_another_key_is_stale(tmp_path: Path) -> None:
+    shards = _write(tmp_path)
+    cache.write_shard(tmp_path, shards[1], _features(2, seed=9), "other", "float32")
+    with pytest.raises(cache.StaleCacheError, match="unlabeled-00001"):
+        cache.read_split(tmp_path, "unlabeled", key="k", ids=IDS)
 
 
-def test_missing_index_raises_file_not_found(tmp_path: Path) -> None:
+def test_missing_index_and_uncached_split_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="reca embed"):
-        read_split(tmp_path / "cache", "unlabeled", key="k", ids=IDS)
-
-
-def test_uncached_split_raises_key_error(tmp_path: Path) -> None:
-    write_split(tmp_path, "unlabeled", _features(), IDS, "k")
+        cache.read_split(tmp_path / "cache", "unlabeled", key="k", ids=IDS)
+    _write(tmp_path)
     with pytest.raises(KeyError, match="heldout"):
-        read_split(tmp_path, "heldout", key="k", ids=IDS)
+        cache.read_split(tmp_path, "heldout", key="k", ids=IDS)
 
 
-def test_cache_key_is_deterministic() -> None:
-    assert cache_key("janus_ar", "fp", DEGRADE) == cache_key(
-        "janus_ar", "fp", dict(reversed(DEGRADE.items()))
-    )
+def test_shard_is_current_only_for_the_same_key_rows_and_dtype(tmp_path: Path) -> None:
+    shards = _write(tmp_path)
+    assert all(cache.shard_is_current(tmp_path, s, "k", "float32") for s in shards)
+    assert not cache.shard_is_current(tmp_path, shards[0], "other", "float32")
+    assert not cache.shard_is_current(tmp_path, shards[0], "k", "bfloat16")
+    changed = [dict(r) for r in ROWS]
+    changed[1]["sha256"] = "f" * 64  # same id, new pixels
+    replanned = cache.plan_shards("unlabeled", changed, 2)
+    assert [cache.shard_is_current(tmp_path, s, "k", "float32") for s in replanned] == [False, True, True]
+    (tmp_path / shards[2].file).write_bytes((tmp_path / shards[2].file).read_bytes()[:20])  # killed mid-write
+    assert not cache.shard_is_current(tmp_path, shards[2], "k", "float32")
 
 
-def test_cache_key_changes_with_encoder_fingerprint_and_adapter() -> None:
-    base = cache_key("janus_ar", "fp-1", DEGRADE)
-    assert cache_key("janus_ar", "fp-2", DEGRADE) != base
-    assert cache_key("other", "fp-1", DEGRADE) != base
+def test_write_shard_refuses_a_row_count_mismatch(tmp_path: Path) -> None:
+    shard = cache.plan_shards("unlabeled", ROWS, 2)[0]
+    with pytest.raises(ValueError, match="3 feature rows for 2 images"):
+        cache.write_shard(tmp_path, shard, _features(3), "k", "float32")
+
+
+def test_unlisted_shards_are_removed_and_other_files_kept(tmp_path: Path) -> None:
+    shards = _write(tmp_path)
+    (tmp_path / "notes.safetensors").write_bytes(b"user file")
+    removed = cache.remove_unlisted_shards(tmp_path, {shards[0].file})
+    assert removed == [shards[1].file, shards[2].file]
+    assert (tmp_path / "notes.safetensors").exists() and (tmp_path / shards[0].file).exists()
+
+
+def test_index_of_another_key_is_invalidated_before_new_shards_land(tmp_path: Path) -> None:
+    _write(tmp_path, key="old")
+    cache.invalidate_index(tmp_path, "old")
+    assert (tmp_path / cache.INDEX).exists()
+    cache.invalidate_index(tmp_path, "new")
+    assert not (tmp_path / cache.INDEX).exists()
+
+
+def test_cache_key_is_deterministic_and_covers_encoder_adapter_and_revision() -> None:
+    base = cache.cache_key("janus_ar", "fp-1", None, DEGRADE)
+    assert base == cache.cache_key("janus_ar", "fp-1", None, dict(reversed(DEGRADE.items())))
+    assert cache.cache_key("janus_ar", "fp-2", None, DEGRADE) != base
+    assert cache.cache_key("other", "fp-1", None, DEGRADE) != base
+    assert cache.cache_key("janus_ar", "fp-1", "v2", DEGRADE) != base
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [
-        ("understanding_size", 64),
-        ("generation_size", 16),
-        ("resize_mode", "pad"),
-        ("blur_sigma", 0.5),
-        ("downup_factor", 0.25),
-    ],
+    [("understanding_size", 64), ("generation_size", 16), ("resize_mode", "pad"), ("blur_sigma", 0.5),
+     ("downup_factor", 0.25)],
 )
-def test_cache_key_changes_with_every_degrade_field(field: str, value) -> None:
-    assert field in DEGRADE
+def test_cache_key_changes_with_every_degrade_setting(field: str, value) -> None:
     assert DEGRADE[field] != value
-    changed = {**DEGRADE, field: value}
-    assert cache_key("janus_ar", "fp", changed) != cache_key("janus_ar", "fp", DEGRADE)
+    assert cache.cache_key("janus_ar", "fp", None, {**DEGRADE, field: value}) != cache.cache_key(
+        "janus_ar", "fp", None, DEGRADE)
 
 
-def test_parametrized_fields_cover_all_degrade_params() -> None:
-    # If DegradeParams grows a field, the test above must be extended to cover it.
-    assert set(DEGRADE) == {
-        "understanding_size",
-        "generation_size",
-        "resize_mode",
-        "blur_sigma",
-        "downup_factor",
-    }
+def test_parametrized_fields_cover_every_recorded_degrade_setting() -> None:
+    # If degrade records a new setting, the test above must cover it.
+    assert set(DEGRADE) == {"understanding_size", "generation_size", "resize_mode", "blur_sigma", "downup_factor"}

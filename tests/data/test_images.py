@@ -189,3 +189,78 @@ def test_sha256_file_matches_hashlib(tmp_path: Path) -> None:
     data = bytes(range(256)) * 50
     path.write_bytes(data)
     assert sha256_file(path, chunk=100) == hashlib.sha256(data).hexdigest()
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with one tiny IDAT: decoding it fails."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_is_read_from_the_header_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(30_000, 30_000))  # 900 MP: decoding would need 2.7 GB
+    with pytest.raises(ImageRejected) as info:
+        decode_rgb(path, max_pixels=89_478_485)
+    assert info.value.reason == "decompression_bomb" and "900000000" in info.value.detail
+
+
+def test_max_pixels_above_pillows_own_limit_is_honoured(tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_header_only(15_000, 15_000))  # 225 MP: Pillow alone refuses above 179 MP
+    before = PILImage.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageRejected) as info:
+        decode_rgb(path, max_pixels=300_000_000)
+    # Allowed by max_pixels, so it is decoded, and fails only because its pixel data is missing.
+    assert info.value.reason == "corrupt" and "DecompressionBomb" not in info.value.detail
+    assert before == PILImage.MAX_IMAGE_PIXELS  # Pillow's process-wide setting is restored
+
+
+def test_decodes_from_a_binary_stream_and_records_orientation(tmp_path: Path) -> None:
+    import io
+
+    img = _noise((20, 10))
+    exif = img.getexif()
+    exif[0x0112] = 8
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    buf.seek(0)
+    out = decode_rgb(buf)
+    assert out.orientation == 8 and out.image.size == (10, 20)
+    assert _reason_of_stream(b"") == "empty_file"
+
+
+def _reason_of_stream(data: bytes) -> str:
+    import io
+
+    with pytest.raises(ImageRejected) as info:
+        decode_rgb(io.BytesIO(data))
+    return info.value.reason
+
+
+def test_draft_size_decodes_large_jpegs_at_reduced_scale(tmp_path: Path) -> None:
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (800, 600), (10, 200, 30)).save(path, quality=90)
+    small = decode_rgb(path, draft_size=64).image
+    assert 64 <= min(small.size) < 600 and small.size[0] / small.size[1] == pytest.approx(800 / 600, rel=0.02)
+    assert decode_rgb(path).image.size == (800, 600)
+    png = tmp_path / "big.png"
+    Image.new("RGB", (800, 600)).save(png)
+    assert decode_rgb(png, draft_size=64).image.size == (800, 600)  # only JPEG has DCT scaling
+
+
+def test_animated_webp_gives_its_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    path = tmp_path / "anim.webp"
+    frames[0].save(path, format="WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    out = decode_rgb(path)
+    assert out.original_format == "WEBP"
+    assert np.asarray(out.image)[8, 8].tolist() == [255, 0, 0]

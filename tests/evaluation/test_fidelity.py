@@ -93,3 +93,20 @@ def test_ssim_handles_images_smaller_than_the_window() -> None:
     assert out.shape == (2,)
     assert torch.allclose(out, torch.ones(2), atol=1e-5)
     assert (ssim(x, _noisy(x, 0.3)) < 0.95).all()
+
+
+def test_embedding_cosine_is_per_image_over_flattened_tokens() -> None:
+    from reca.evaluation.fidelity import embedding_cosine
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 4, 8, generator=g)
+    b = a.clone()
+    b[1] = -a[1]
+    b[2] = 2.5 * a[2]
+    out = embedding_cosine(a, b)
+    assert out.shape == (3,)
+    assert torch.allclose(out, torch.tensor([1.0, -1.0, 1.0]), atol=1e-5)
+    unrelated = embedding_cosine(torch.randn(64, 16, 32, generator=g), torch.randn(64, 16, 32, generator=g))
+    assert unrelated.abs().mean() < 0.05
+    with pytest.raises(ValueError, match="shapes differ"):
+        embedding_cosine(a, a[:, :2])

@@ -41,10 +41,16 @@ def test_vocabulary_covers_every_word_of_the_texts(tok) -> None:
         assert tok.convert_ids_to_tokens(ids) == split_words(text)
 
 
+def test_chat_template_renders_without_unknown_tokens(tok) -> None:
+    rendered = tok.apply_chat_template([{"role": "user", "content": "a red circle"}], add_generation_prompt=True,
+                                       tokenize=False)
+    assert tok.unk_token_id not in tok(rendered, add_special_tokens=False).input_ids
+
+
 def test_vocab_is_specials_then_sorted_words(tok) -> None:
     vocab = tok.get_vocab()
     assert [vocab[t] for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
-    words = sorted({w for t in TEXTS for w in split_words(t)})
+    words = sorted({w for t in [*TEXTS, ":"] for w in split_words(t)})  # ":" from the chat template
     assert [vocab[w] for w in words] == list(range(len(SPECIAL_TOKENS), len(SPECIAL_TOKENS) + len(words)))
     assert len(tok) == len(SPECIAL_TOKENS) + len(words)
 

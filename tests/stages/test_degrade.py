@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,28 +11,24 @@ import pytest
 import torch
 from PIL import Image
 
+from reca.data.degraded_copies import StaleCurationError, copy_name
 from reca.data.images import decode_rgb
 from reca.data.transforms import degrade as degrade_image
 from reca.data.transforms import resize, resize_center_crop, resize_pad, to_pil, to_tensor
 from reca.fileio import read_json, read_jsonl
 from reca.params import CurateParams, DegradeParams
 from reca.stages import curate, degrade
+from reca_testing import image_bytes, noise_image, save_image, scene_image, write_tar
+
+_noise = noise_image
+_save = save_image
+CURATE = CurateParams(workers=1)
 
 
-def _noise(w: int, h: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), mode="RGB")
-
-
-def _save(root: Path, rel: str, image: Image.Image) -> None:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-
-
-@pytest.fixture
-def curated_tree(tmp_path: Path) -> tuple[Path, Path]:
-    raw, cur = tmp_path / "raw", tmp_path / "curated"
+@pytest.fixture(scope="module")
+def _shared_tree(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("degrade")
+    raw, cur = root / "raw", root / "curated"
     _save(raw, "captioned/a.png", _noise(48, 32, 1))
     _save(raw, "captioned/b.png", _noise(32, 40, 2))
     (raw / "captioned" / "captions.jsonl").write_text(
@@ -43,8 +40,17 @@ def curated_tree(tmp_path: Path) -> tuple[Path, Path]:
     )
     _save(raw, "unlabeled/u.png", _noise(40, 40, 3))
     _save(raw, "heldout/h.png", _noise(64, 32, 4))
-    report = curate.run(CurateParams(), raw, cur)
+    report = curate.run(CURATE, raw, cur)
     assert report["curated"] == 4
+    return raw, cur
+
+
+@pytest.fixture
+def curated_tree(_shared_tree, tmp_path: Path) -> tuple[Path, Path]:
+    """A raw tree and its curation, private to the test (tests may change either)."""
+    raw, cur = tmp_path / "raw", tmp_path / "curated"
+    shutil.copytree(_shared_tree[0], raw)
+    shutil.copytree(_shared_tree[1], cur)
     return raw, cur
 
 
@@ -56,7 +62,7 @@ def _arr(path: Path) -> np.ndarray:
 def test_writes_both_copies_at_configured_sizes(tmp_path: Path, curated_tree) -> None:
     raw, cur = curated_tree
     out = tmp_path / "degraded"
-    params = DegradeParams(understanding_size=16, generation_size=24)
+    params = DegradeParams(workers=1, understanding_size=16, generation_size=24)
     summary = degrade.run(params, cur, raw, out)
     assert summary["images"] == 4
     rows = read_jsonl(out / degrade.MANIFEST)
@@ -74,7 +80,7 @@ def test_writes_both_copies_at_configured_sizes(tmp_path: Path, curated_tree) ->
 def test_manifest_carries_captions_and_splits(tmp_path: Path, curated_tree) -> None:
     raw, cur = curated_tree
     out = tmp_path / "degraded"
-    degrade.run(DegradeParams(), cur, raw, out)
+    degrade.run(DegradeParams(workers=1), cur, raw, out)
     rows = {r["id"]: r for r in read_jsonl(out / degrade.MANIFEST)}
     assert rows["captioned/a.png"]["caption"] == "a red circle"
     assert rows["captioned/b.png"]["caption"] == "a blue square"
@@ -91,12 +97,13 @@ def test_record_equals_params(tmp_path: Path, curated_tree) -> None:
     raw, cur = curated_tree
     out = tmp_path / "degraded"
     params = DegradeParams(
-        understanding_size=16, generation_size=32, resize_mode="pad", blur_sigma=0.7, downup_factor=0.5
+        workers=1, understanding_size=16, generation_size=32, resize_mode="pad", blur_sigma=0.7, downup_factor=0.5
     )
     summary = degrade.run(params, cur, raw, out)
     record = read_json(out / degrade.RECORD)
-    assert record == params.model_dump()
-    assert DegradeParams.model_validate(record) == params
+    # Everything that decides the pixels, and nothing that does not (workers).
+    assert record == params.model_dump(exclude={"workers"})
+    assert DegradeParams.model_validate({**record, "workers": params.workers}) == params
     assert {k: summary[k] for k in record} == record
 
 
@@ -106,8 +113,8 @@ def test_degradation_changes_understanding_copy_only(
 ) -> None:
     raw, cur = curated_tree
     plain, degraded = tmp_path / "plain", tmp_path / "degraded"
-    degrade.run(DegradeParams(), cur, raw, plain)
-    degrade.run(DegradeParams(blur_sigma=blur_sigma, downup_factor=downup_factor), cur, raw, degraded)
+    degrade.run(DegradeParams(workers=1), cur, raw, plain)
+    degrade.run(DegradeParams(workers=1, blur_sigma=blur_sigma, downup_factor=downup_factor), cur, raw, degraded)
     for row in read_jsonl(plain / degrade.MANIFEST):
         # The generation target is untouched by the degradation settings...
         assert np.array_equal(_arr(plain / row["generation"]), _arr(degraded / row["generation"]))
@@ -119,7 +126,7 @@ def test_degradation_changes_understanding_copy_only(
 def test_plain_copies_equal_a_plain_resize_of_the_decoded_original(tmp_path: Path, curated_tree) -> None:
     raw, cur = curated_tree
     out = tmp_path / "degraded"
-    params = DegradeParams(understanding_size=16, generation_size=24, resize_mode="center_crop")
+    params = DegradeParams(workers=1, understanding_size=16, generation_size=24, resize_mode="center_crop")
     degrade.run(params, cur, raw, out)
     for row in read_jsonl(out / degrade.MANIFEST):
         original = decode_rgb(raw / row["id"]).image
@@ -131,7 +138,80 @@ def test_plain_copies_equal_a_plain_resize_of_the_decoded_original(tmp_path: Pat
 
 def test_missing_curated_manifest_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="reca curate"):
-        degrade.run(DegradeParams(), tmp_path / "nothing", tmp_path / "raw", tmp_path / "out")
+        degrade.run(DegradeParams(workers=1), tmp_path / "nothing", tmp_path / "raw", tmp_path / "out")
+
+
+def test_reads_images_inside_tar_shards_through_the_source(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    picture = noise_image(40, 40, 7)
+    write_tar(raw / "unlabeled" / "shard-000.tar", {"x/k1.png": image_bytes(picture)})
+    curate.run(CURATE, raw, tmp_path / "curated")
+    out = tmp_path / "degraded"
+    degrade.run(DegradeParams(workers=1, understanding_size=16, generation_size=20), tmp_path / "curated", raw, out)
+    (row,) = read_jsonl(out / degrade.MANIFEST)
+    assert row["id"] == row["source"] == "unlabeled/shard-000.tar::x/k1.png"
+    assert row["generation"] == "generation/unlabeled/shard-000.tar/x/k1.png.png"
+    assert np.array_equal(_arr(out / row["generation"]), np.asarray(resize(picture, 20, "center_crop")))
+    assert np.array_equal(_arr(out / row["understanding"]), np.asarray(resize(picture, 16, "center_crop")))
+
+
+def test_raw_image_changed_since_curate_is_an_error_naming_it(tmp_path: Path, curated_tree) -> None:
+    raw, cur = curated_tree
+    _save(raw, "unlabeled/u.png", _noise(40, 40, 99))
+    with pytest.raises(StaleCurationError, match="u.png.*rerun curate"):
+        degrade.run(DegradeParams(workers=1), cur, raw, tmp_path / "degraded")
+    assert not (tmp_path / "degraded").exists()
+
+
+def test_refuses_a_curation_that_failed_its_expectations(tmp_path: Path, curated_tree) -> None:
+    raw, cur = curated_tree
+    report = read_json(cur / curate.REPORT)
+    report["validation"] = {"success": False, "failed": ["manifest: expect_column_values_to_be_unique"]}
+    (cur / curate.REPORT).write_text(json.dumps(report), encoding="utf-8")
+    with pytest.raises(StaleCurationError, match="validation.json"):
+        degrade.run(DegradeParams(workers=1), cur, raw, tmp_path / "degraded")
+
+
+def test_worker_processes_write_identical_copies_and_manifest(tmp_path: Path, curated_tree) -> None:
+    raw, cur = curated_tree
+    params = DegradeParams(workers=1, understanding_size=16, generation_size=24, blur_sigma=0.5)
+    degrade.run(params, cur, raw, tmp_path / "one")
+    degrade.run(params.model_copy(update={"workers": 2}), cur, raw, tmp_path / "two")
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert len(files) == 2 * 4 + 2
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+
+
+def test_large_jpeg_decodes_at_reduced_scale_close_to_a_full_decode(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    picture = scene_image(512, seed=2)
+    _save(raw, "unlabeled/big.jpg", picture, quality=92)
+    curate.run(CURATE, raw, tmp_path / "curated")
+    out = tmp_path / "degraded"
+    degrade.run(DegradeParams(workers=1, understanding_size=32, generation_size=64), tmp_path / "curated", raw, out)
+    (row,) = read_jsonl(out / degrade.MANIFEST)
+    full = np.asarray(resize(decode_rgb(raw / "unlabeled/big.jpg").image, 64, "center_crop")).astype(np.int16)
+    assert np.abs(_arr(out / row["generation"]) - full).mean() < 3
+
+
+@pytest.mark.parametrize(
+    ("item_id", "expected"),
+    [
+        ("unlabeled/a.png", "unlabeled/a.png.png"),
+        ("unlabeled/s.tar::k/1.jpg", "unlabeled/s.tar/k/1.jpg.png"),
+        ("/abs/x.jpg", None),
+        ("../up/x.jpg", None),
+        ("a//b.png", None),
+    ],
+)
+def test_copy_names_stay_inside_the_output_folder(item_id: str, expected: str | None) -> None:
+    name = copy_name(item_id)
+    if expected is not None:
+        assert name == expected
+    else:
+        assert name.startswith("_external/") and ".." not in name.split("/") and not name.startswith("/")
+        assert name != copy_name(item_id + "x")
 
 
 # ---------------------------------------------------------------- transforms

@@ -31,7 +31,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from reca_testing import REPO, TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
     from safetensors.torch import save_file
 
     from reca.objectives.reca import RecAObjective
@@ -39,6 +38,7 @@ def main() -> None:
     from reca.training.batches import BatchPlanner
     from reca.training.distributed import init_distributed, is_rank_zero
     from reca.training.trainer import Trainer
+    from reca_testing import REPO, TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
 
     rank, world = init_distributed()
     torch.manual_seed(0)

@@ -20,6 +20,17 @@ from reca.fileio import read_jsonl
 DEGRADED_MANIFEST = "manifest.jsonl"
 
 
+def read_image_tensor(path: str | Path) -> torch.Tensor:
+    """One image file as a float tensor (3, H, W) in [-1, 1], uncached."""
+    with Image.open(path) as img:
+        return to_tensor(img.convert("RGB"))
+
+
+def read_pixels(root: str | Path, rows: Sequence[dict[str, Any]], kind: str) -> torch.Tensor:
+    """Stack the ``kind`` copy of manifest ``rows`` without caching (for one pass over many images)."""
+    return torch.stack([read_image_tensor(Path(root) / row[kind]) for row in rows])
+
+
 class ImageTable:
     """Rows of one split of the degraded manifest, with tensor loading by index."""
 
@@ -45,8 +56,7 @@ class ImageTable:
 
     @functools.lru_cache(maxsize=16384)  # noqa: B019 - bounded; tables live for one stage
     def _load(self, rel: str) -> torch.Tensor:
-        with Image.open(self.root / rel) as img:
-            return to_tensor(img.convert("RGB"))
+        return read_image_tensor(self.root / rel)
 
     def pixels(self, indices: Sequence[int], kind: str) -> torch.Tensor:
         """Stack the ``kind`` copy (``understanding`` or ``generation``) of the given rows."""

@@ -1,60 +1,93 @@
-"""ShapeWorld: a tiny synthetic image/caption world for Reconstruction Alignment.
+"""ShapeWorld: the synthetic image/caption world of the embedded default.
 
-Images are small RGB pictures on a plain grey background holding one or more
-flat-coloured shapes. Every image is generated from an explicit :class:`Scene`,
-so generated images can later be scored exactly (see
-``reca.evaluation.shapeworld_detector``).
+Images are small RGB pictures on a plain grey background holding flat-coloured
+shapes. Every image is generated from an explicit :class:`Scene` (shape,
+colour, position and size of every object), so generated images can be scored
+exactly (``reca.evaluation.shapeworld_detector``) and rendered images give the
+detector's ground truth.
 
-The world has three splits:
+Two world recipes (:class:`WorldSpec`, presets in :data:`PRESETS`):
 
-* ``captioned``: image/caption pairs whose colours are deliberately biased
-  (each shape usually appears in its "usual" colour);
-* ``unlabeled``: images without captions and without the bias;
-* ``heldout``: unbiased images kept aside for reconstruction evaluation.
+* ``geneval`` (the default): 1 to 4 objects, five shapes, six of GenEval's
+  colours, captions in GenEval's own grammar. Each scene is drawn for one of
+  GenEval's six tasks and captioned the way GenEval would prompt for it:
+  "a photo of a circle", "a photo of a red circle", "a photo of a circle and a
+  square", "a photo of a red circle and a blue square", "a photo of a circle
+  left of a square" (the relation holds by GenEval's own position rule), "a
+  photo of three circles". Objects of multi-object scenes sit in distinct
+  cells of a 2x2 grid, so they never touch and relations are clear.
+* ``legacy``: the earlier default, 1-2 objects (left and right halves),
+  three shapes, captions "a red circle left of a blue square";
+  ``reca make-world --preset legacy`` rewrites it byte for byte.
 
-Run ``python -m reca.data.shapeworld --help`` to write a world to disk.
+Splits: ``captioned`` (image/caption pairs for SFT, with the colour bias of
+the paper's "yellow broccoli" story: each shape appears in its usual colour
+with probability ``bias``), ``unlabeled`` (for RecA: no captions, no bias) and
+``heldout`` (unbiased images for reconstruction fidelity). The held-out
+evaluation prompts are GenEval's recipe over the world's shapes and colours
+(``reca.evaluation.geneval_prompts``), built by the ``evaluate`` stage.
+Writing a world to disk lives in ``reca.data.shapeworld_writer``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from reca.evaluation.geneval import relative_position
+from reca.evaluation.geneval_prompts import (
+    GENEVAL_COLOURS,
+    POSITIONS,
+    TASKS,
+    color_attr_prompt,
+    colors_prompt,
+    counting_prompt,
+    position_prompt,
+    single_object_prompt,
+    two_object_prompt,
+)
 
 BACKGROUND: tuple[int, int, int] = (128, 128, 128)
 
 # Saturated and far apart (pairwise RGB distance >= 90, and >= 100 from the grey
 # background) so nearest-palette classification of generated pixels is unambiguous.
-COLOURS: dict[str, tuple[int, int, int]] = {
+# Every name is one of GenEval's ten colours.
+PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "orange": (245, 140, 0),
     "yellow": (240, 230, 20),
     "green": (30, 170, 40),
     "blue": (30, 70, 220),
     "purple": (140, 40, 190),
+    "pink": (250, 120, 190),
+    "brown": (130, 75, 20),
+    "black": (25, 25, 25),
+    "white": (240, 240, 240),
 }
+assert set(PALETTE) == set(GENEVAL_COLOURS)
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+#: the six colours of both default worlds
+COLOURS: dict[str, tuple[int, int, int]] = {name: PALETTE[name] for name in GENEVAL_COLOURS[:6]}
 
-# The colour bias of the captioned split.
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
+LEGACY_SHAPES: tuple[str, ...] = SHAPES[:3]
+
+# The colour bias of the captioned split (orange is nobody's usual colour).
 USUAL_COLOUR: dict[str, str] = {
     "circle": "red",
     "square": "blue",
     "triangle": "yellow",
+    "diamond": "green",
+    "cross": "purple",
 }
 
 SPLITS: tuple[str, ...] = ("captioned", "unlabeled", "heldout")
-
-_FILE_PATTERN = re.compile(r"^\d{5}\.png$")
 
 
 @dataclass(frozen=True)
@@ -172,11 +205,29 @@ class Scene:
         )
 
 
-@lru_cache(maxsize=512)
+def _cross_arm(size: int) -> int:
+    # About a third of the side, with the side's parity so the cross is symmetric.
+    arm = max(1, round(size / 3))
+    return arm + 1 if (size - arm) % 2 else arm
+
+
+@lru_cache(maxsize=1024)
 def _shape_mask_cached(shape: str, size: int) -> np.ndarray:
+    last = size - 1
+    if shape in ("diamond", "cross"):
+        centre = last / 2
+        ys, xs = np.mgrid[0:size, 0:size]
+        if shape == "diamond":
+            # Half a pixel of slack reaches the box edges for every size.
+            mask = np.abs(xs - centre) + np.abs(ys - centre) <= size / 2
+        else:
+            half = _cross_arm(size) / 2
+            mask = (np.abs(xs - centre) < half) | (np.abs(ys - centre) < half)
+        mask = mask.astype(bool)
+        mask.setflags(write=False)
+        return mask
     canvas = Image.new("1", (size, size), 0)
     draw = ImageDraw.Draw(canvas)
-    last = size - 1
     if shape == "circle":
         draw.ellipse((0, 0, last, last), fill=1)
     elif shape == "square":
@@ -187,7 +238,7 @@ def _shape_mask_cached(shape: str, size: int) -> np.ndarray:
         apex = [(last // 2, 0), (size // 2, 0)] if size % 2 == 0 else [(last // 2, 0)]
         draw.polygon([*apex, (last, last), (0, last)], fill=1)
     else:
-        raise ValueError(f"unknown shape {shape!r}")
+        raise ValueError(f"unknown shape {shape!r}; known: {', '.join(SHAPES)}")
     mask = np.array(canvas, dtype=bool)
     mask.setflags(write=False)
     return mask
@@ -200,7 +251,7 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
     pastes these masks and the detector matches against them.
 
     Args:
-        shape: One of the known shape names (``circle``, ``square``, ``triangle``).
+        shape: One of :data:`SHAPES`.
         size: Side of the bounding box in pixels.
 
     Returns:
@@ -217,7 +268,7 @@ def shape_mask(shape: str, size: int) -> np.ndarray:
 def render(
     scene: Scene,
     *,
-    colours: Mapping[str, tuple[int, int, int]] = COLOURS,
+    colours: Mapping[str, tuple[int, int, int]] = PALETTE,
     background: tuple[int, int, int] = BACKGROUND,
 ) -> Image.Image:
     """Render a scene to an RGB image without antialiasing.
@@ -285,11 +336,11 @@ def sample_scene(
     image_size: int = 32,
     min_size: int = 10,
     max_size: int = 13,
-    shapes: Sequence[str] = SHAPES,
+    shapes: Sequence[str] = LEGACY_SHAPES,
     colours: Sequence[str] = tuple(COLOURS),
     usual: Mapping[str, str] = USUAL_COLOUR,
 ) -> Scene:
-    """Sample a random scene.
+    """Sample a random scene of the ``legacy`` world.
 
     The image is cut into ``n_objects`` equal vertical strips and one object is
     placed, with jitter, fully inside each strip, so objects never overlap and
@@ -299,7 +350,7 @@ def sample_scene(
 
     Args:
         rng: Source of randomness.
-        n_objects: Number of objects (1 or 2 in the default world).
+        n_objects: Number of objects (1 or 2 in the legacy world).
         bias: Probability that an object has its shape's usual colour (other
             colours are then uniform); ``None`` samples colours uniformly.
         image_size: Side of the square image in pixels.
@@ -346,256 +397,187 @@ def sample_scene(
     return Scene(objects=tuple(objects), image_size=image_size)
 
 
-def _write_split(
-    split_dir: Path,
-    rng: np.random.Generator,
-    *,
-    count: int,
-    bias: float | None,
-    two_object_fraction: float,
-    image_size: int,
-) -> list[Scene]:
-    split_dir.mkdir(parents=True, exist_ok=True)
-    scenes: list[Scene] = []
-    written: set[str] = set()
-    for index in range(count):
-        n_objects = 2 if rng.random() < two_object_fraction else 1
-        scene = sample_scene(rng, n_objects=n_objects, bias=bias, image_size=image_size)
-        name = f"{index:05d}.png"
-        render(scene).save(split_dir / name, format="PNG")
-        written.add(name)
-        scenes.append(scene)
-    # Images left over from an earlier, larger run would silently join the
-    # split for any loader that globs the directory.
-    for stale in split_dir.iterdir():
-        if _FILE_PATTERN.match(stale.name) and stale.name not in written:
-            stale.unlink()
-    return scenes
 
 
-def _usual_rate(scenes: Sequence[Scene], usual: Mapping[str, str]) -> float | None:
-    objects = [obj for scene in scenes for obj in scene.objects]
-    if not objects:
-        return None
-    return sum(usual.get(obj.shape) == obj.colour for obj in objects) / len(objects)
+# ------------------------------------------------------------------ world recipes
+
+_UNIFORM_TASKS = tuple((task, 1.0) for task in TASKS)
 
 
-def write_world(
-    out_dir: Path,
-    *,
-    seed: int,
-    n_captioned: int,
-    n_unlabeled: int,
-    n_heldout: int,
-    bias: float,
-    two_object_fraction: float = 0.5,
-    image_size: int = 32,
-) -> dict[str, Any]:
-    """Write a full ShapeWorld data set to disk.
+@dataclass(frozen=True)
+class WorldSpec:
+    """Everything that decides what a world's scenes and captions look like.
 
-    Layout::
-
-        out_dir/captioned/NNNNN.png, out_dir/captioned/captions.jsonl
-        out_dir/unlabeled/NNNNN.png
-        out_dir/heldout/NNNNN.png
-        out_dir/ground_truth.jsonl
-
-    Each split draws from its own child of ``SeedSequence(seed)``, so changing
-    one split's count leaves the other splits' images unchanged. The output is
-    byte-identical for the same arguments.
-
-    Args:
-        out_dir: Directory to write into (created if needed).
-        seed: Master random seed.
-        n_captioned: Number of captioned (biased) images.
-        n_unlabeled: Number of unlabeled (unbiased) images.
-        n_heldout: Number of held-out (unbiased) images.
-        bias: Usual-colour probability of the captioned split.
-        two_object_fraction: Probability that a scene has two objects.
-        image_size: Side of the square images in pixels.
-
-    Returns:
-        A summary with per-split image counts, two-object counts and
-        usual-colour rates.
-
-    Raises:
-        ValueError: If a count is negative or a probability is out of range.
+    Attributes:
+        style: ``geneval`` (scenes drawn per GenEval task, GenEval-grammar
+            captions) or ``legacy`` (1-2 objects in halves, "a X left of a Y").
+        shapes: Shape names (the world's object classes).
+        colours: Colour names, from GenEval's ten.
+        usual: ``(shape, colour)`` pairs: the usual colour of each shape (the bias).
+        image_size: Image side in pixels.
+        min_size: Smallest object side in pixels.
+        max_size: Largest object side in pixels.
+        max_count: Most objects of a counting scene (``geneval`` style; at most 4).
+        task_weights: ``(task, weight)`` pairs: how often scenes are drawn for
+            each GenEval task (``geneval`` style).
+        two_object_fraction: Probability of a two-object scene (``legacy`` style).
     """
-    counts = {"captioned": n_captioned, "unlabeled": n_unlabeled, "heldout": n_heldout}
-    for split, count in counts.items():
-        if count < 0:
-            raise ValueError(f"{split} count must be >= 0, got {count}")
-    if not 0.0 <= two_object_fraction <= 1.0:
-        raise ValueError(f"two_object_fraction must be in [0, 1], got {two_object_fraction}")
-    if not 0.0 <= bias <= 1.0:
-        raise ValueError(f"bias must be in [0, 1], got {bias}")
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    children = np.random.SeedSequence(seed).spawn(len(SPLITS))
-    split_bias: dict[str, float | None] = {"captioned": bias, "unlabeled": None, "heldout": None}
+    style: Literal["geneval", "legacy"] = "geneval"
+    shapes: tuple[str, ...] = SHAPES
+    colours: tuple[str, ...] = tuple(COLOURS)
+    usual: tuple[tuple[str, str], ...] = tuple(USUAL_COLOUR.items())
+    image_size: int = 32
+    # 10-14 pixels: the default 4x4-patch codebook redraws every shape of these
+    # sizes so that the exact detector still reads it (smaller crosses and
+    # diamonds come back as blobs).
+    min_size: int = 10
+    max_size: int = 14
+    max_count: int = 4
+    task_weights: tuple[tuple[str, float], ...] = field(default=_UNIFORM_TASKS)
+    two_object_fraction: float = 0.5
 
-    scenes_by_split: dict[str, list[Scene]] = {}
-    for split, child in zip(SPLITS, children, strict=True):
-        scenes_by_split[split] = _write_split(
-            out_dir / split,
-            np.random.default_rng(child),
-            count=counts[split],
-            bias=split_bias[split],
-            two_object_fraction=two_object_fraction,
-            image_size=image_size,
-        )
+    def __post_init__(self) -> None:
+        """Reject worlds that cannot be drawn or scored."""
+        unknown = sorted(set(self.shapes) - set(SHAPES))
+        if unknown or len(set(self.shapes)) != len(self.shapes):
+            raise ValueError(f"shapes must be distinct names from {list(SHAPES)}; bad: {unknown or self.shapes}")
+        bad_colours = sorted(set(self.colours) - set(PALETTE))
+        if bad_colours or len(self.colours) < 2:
+            raise ValueError(f"need >= 2 colours from GenEval's {list(PALETTE)}; bad: {bad_colours}")
+        if len(self.shapes) < 2:
+            raise ValueError("need at least two shapes")
+        if not 1 <= self.min_size <= self.max_size:
+            raise ValueError(f"need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if self.style == "geneval":
+            # Multi-object scenes use a 2x2 grid; inner cell borders give up a pixel.
+            if self.max_size > self.image_size // 2 - 1:
+                raise ValueError(f"max_size {self.max_size} does not fit a 2x2 grid cell of a "
+                                 f"{self.image_size}-pixel image (at most {self.image_size // 2 - 1})")
+            if not 2 <= self.max_count <= 4:
+                raise ValueError(f"max_count must be in [2, 4] (one object per grid cell), got {self.max_count}")
+            weights = dict(self.task_weights)
+            if set(weights) - set(TASKS) or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+                raise ValueError(f"task_weights must give non-negative weights to tasks of {list(TASKS)}")
+        if not 0.0 <= self.two_object_fraction <= 1.0:
+            raise ValueError(f"two_object_fraction must be in [0, 1], got {self.two_object_fraction}")
 
-    with open(out_dir / "captioned" / "captions.jsonl", "w", encoding="utf-8", newline="\n") as fh:
-        for index, scene in enumerate(scenes_by_split["captioned"]):
-            fh.write(json.dumps({"file": f"{index:05d}.png", "caption": scene.caption()}) + "\n")
+    @property
+    def usual_colour(self) -> dict[str, str]:
+        """Usual colour of each shape that has one in this world."""
+        return {s: c for s, c in self.usual if s in self.shapes and c in self.colours}
 
-    with open(out_dir / "ground_truth.jsonl", "w", encoding="utf-8", newline="\n") as fh:
-        for split in SPLITS:
-            for index, scene in enumerate(scenes_by_split[split]):
-                record = {"split": split, "file": f"{split}/{index:05d}.png", "scene": scene.to_dict()}
-                fh.write(json.dumps(record) + "\n")
-
-    return {
-        "out_dir": str(out_dir),
-        "seed": seed,
-        "bias": bias,
-        "image_size": image_size,
-        "two_object_fraction": two_object_fraction,
-        "counts": dict(counts),
-        "two_object": {
-            split: sum(len(scene.objects) == 2 for scene in scenes)
-            for split, scenes in scenes_by_split.items()
-        },
-        "usual_colour_rate": {
-            split: _usual_rate(scenes, USUAL_COLOUR) for split, scenes in scenes_by_split.items()
-        },
-    }
-
-
-def eval_prompts(
-    *,
-    seed: int,
-    n_single: int,
-    n_two: int,
-    shapes: Sequence[str] = SHAPES,
-    colours: Sequence[str] = tuple(COLOURS),
-    usual: Mapping[str, str] = USUAL_COLOUR,
-) -> list[dict[str, Any]]:
-    """Build held-out text-to-image prompts for compositional evaluation.
-
-    Single-object prompts walk through every shape x colour pair (in a shuffled
-    order) before any pair repeats, so unusual combinations are always covered.
-    Two-object prompts are random, uniformly coloured, non-identical pairs; the
-    first-named object is the one meant to be on the left.
-
-    Args:
-        seed: Random seed; the result is deterministic in it.
-        n_single: Number of single-object prompts.
-        n_two: Number of two-object prompts.
-        shapes: Shape names.
-        colours: Colour names.
-        usual: Usual colour of each shape.
-
-    Returns:
-        Single-object prompts followed by two-object prompts, each a dict with
-        keys ``prompt``, ``objects`` (list of ``{"shape", "colour"}``),
-        ``relation`` (``None`` or ``"left_of"``) and ``usual`` (True if every
-        object has its shape's usual colour).
-
-    Raises:
-        ValueError: If a count is negative or the world is too small.
-    """
-    if n_single < 0 or n_two < 0:
-        raise ValueError("prompt counts must be >= 0")
-    pairs = [(s, c) for s in shapes for c in colours]
-    if not pairs:
-        raise ValueError("need at least one shape and one colour")
-    # Separate streams: asking for more two-object prompts must not reshuffle
-    # the single-object ones.
-    single_seq, two_seq = np.random.SeedSequence(seed).spawn(2)
-    single_rng = np.random.default_rng(single_seq)
-    two_rng = np.random.default_rng(two_seq)
-
-    def make(objects: list[tuple[str, str]], relation: str | None) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description (for summaries and ground truth)."""
         return {
-            "prompt": " left of ".join(f"a {c} {s}" for s, c in objects),
-            "objects": [{"shape": s, "colour": c} for s, c in objects],
-            "relation": relation,
-            "usual": all(usual.get(s) == c for s, c in objects),
+            "style": self.style, "shapes": list(self.shapes), "colours": list(self.colours),
+            "usual": self.usual_colour, "image_size": self.image_size, "min_size": self.min_size,
+            "max_size": self.max_size, "max_count": self.max_count, "task_weights": dict(self.task_weights),
+            "two_object_fraction": self.two_object_fraction,
         }
 
-    prompts: list[dict[str, Any]] = []
-    order: list[int] = []
-    for _ in range(n_single):
-        if not order:
-            order = [int(i) for i in single_rng.permutation(len(pairs))]
-        prompts.append(make([pairs[order.pop(0)]], None))
 
-    if n_two and len(pairs) < 2:
-        raise ValueError("two-object prompts need at least two shape/colour pairs")
-    for _ in range(n_two):
-        first, second = (int(i) for i in two_rng.choice(len(pairs), size=2, replace=False))
-        prompts.append(make([pairs[first], pairs[second]], "left_of"))
-    return prompts
+PRESETS: dict[str, WorldSpec] = {
+    "geneval": WorldSpec(),
+    "legacy": WorldSpec(style="legacy", shapes=LEGACY_SHAPES, min_size=10, max_size=13),
+}
+#: images per split when the command line does not say
+PRESET_COUNTS: dict[str, dict[str, int]] = {
+    "geneval": {"captioned": 2000, "unlabeled": 1000, "heldout": 64},
+    "legacy": {"captioned": 600, "unlabeled": 300, "heldout": 64},
+}
+DEFAULT_PRESET = "geneval"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: write a ShapeWorld data set and print a summary.
+def _colour_for(rng: np.random.Generator, shape: str, spec: WorldSpec, bias: float | None) -> str:
+    usual = spec.usual_colour.get(shape)
+    if bias is None or usual is None:
+        return spec.colours[int(rng.integers(len(spec.colours)))]
+    if rng.random() < bias:
+        return usual
+    others = [c for c in spec.colours if c != usual]
+    return others[int(rng.integers(len(others)))]
+
+
+def _place(rng: np.random.Generator, spec: WorldSpec, shapes: Sequence[str], colours: Sequence[str]
+           ) -> tuple[SceneObject, ...]:
+    """One object anywhere; several in distinct cells of a 2x2 grid, a gap of >= 2 pixels between cells."""
+    size = spec.image_size
+    half = size // 2
+    if len(shapes) == 1:
+        side = int(rng.integers(spec.min_size, spec.max_size + 1))
+        x0, y0 = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+        return (SceneObject(shapes[0], colours[0], cx=x0 + side / 2, cy=y0 + side / 2, size=side),)
+    objects = []
+    for cell, shape, colour in zip(rng.choice(4, size=len(shapes), replace=False), shapes, colours, strict=True):
+        side = int(rng.integers(spec.min_size, spec.max_size + 1))
+        corner = []
+        for index in (int(cell) % 2, int(cell) // 2):
+            lo = index * half + (1 if index else 0)
+            hi = (index + 1) * half - (0 if index else 1)
+            corner.append(int(rng.integers(lo, hi - side + 1)))
+        objects.append(SceneObject(shape, colour, cx=corner[0] + side / 2, cy=corner[1] + side / 2, size=side))
+    return tuple(objects)
+
+
+def _box(obj: SceneObject) -> tuple[float, float, float, float]:
+    return tuple(float(v) for v in obj.bbox)  # type: ignore[return-value]
+
+
+def sample_task_scene(rng: np.random.Generator, spec: WorldSpec, task: str, bias: float | None
+                      ) -> tuple[Scene, dict[str, Any]]:
+    """Draw a scene for one GenEval task and the GenEval metadata that describes it.
 
     Args:
-        argv: Command-line arguments (defaults to ``sys.argv[1:]``).
+        rng: Source of randomness.
+        spec: A ``geneval``-style world.
+        task: One of GenEval's six task tags.
+        bias: Usual-colour probability per object; ``None`` for uniform colours.
 
     Returns:
-        Process exit status (0 on success; argument errors exit via argparse).
+        The scene and its GenEval metadata (``prompt`` is the caption). A
+        ``position`` scene whose objects happen to stand in no GenEval relation
+        is described as ``two_object`` instead.
     """
-    parser = argparse.ArgumentParser(
-        prog="python -m reca.data.shapeworld",
-        description=(
-            "Write the synthetic ShapeWorld data set: 'captioned' (biased image/caption "
-            "pairs), 'unlabeled' (unbiased images) and 'heldout' (unbiased images for "
-            "reconstruction evaluation), plus ground_truth.jsonl with every scene."
-        ),
-        epilog="Example: python -m reca.data.shapeworld --out data/raw --seed 0 "
-        "--captioned 600 --unlabeled 300 --heldout 64 --bias 0.9",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS, help="output directory")
-    parser.add_argument("--seed", type=int, default=0, help="master random seed")
-    parser.add_argument("--captioned", type=int, default=600, help="number of captioned images")
-    parser.add_argument("--unlabeled", type=int, default=300, help="number of unlabeled images")
-    parser.add_argument("--heldout", type=int, default=64, help="number of held-out images")
-    parser.add_argument(
-        "--bias",
-        type=float,
-        default=0.9,
-        help="probability that an object in the captioned split has its shape's usual colour "
-        f"({', '.join(f'{s}: {c}' for s, c in USUAL_COLOUR.items())})",
-    )
-    parser.add_argument(
-        "--two-object-fraction",
-        type=float,
-        default=0.5,
-        help="probability that a scene holds two objects (one per half) instead of one",
-    )
-    parser.add_argument("--image-size", type=int, default=32, help="image side in pixels")
-    args = parser.parse_args(argv)
-    try:
-        summary = write_world(
-            args.out,
-            seed=args.seed,
-            n_captioned=args.captioned,
-            n_unlabeled=args.unlabeled,
-            n_heldout=args.heldout,
-            bias=args.bias,
-            two_object_fraction=args.two_object_fraction,
-            image_size=args.image_size,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    print(json.dumps(summary, indent=2))
-    return 0
+    n = len(spec.shapes)
+    if task in ("single_object", "colors"):
+        shape = spec.shapes[int(rng.integers(n))]
+        (obj,) = _place(rng, spec, [shape], [_colour_for(rng, shape, spec, bias)])
+        meta = single_object_prompt(shape) if task == "single_object" else colors_prompt(shape, obj.colour)
+        return Scene((obj,), spec.image_size), meta
+    if task == "counting":
+        shape = spec.shapes[int(rng.integers(n))]
+        count = int(rng.integers(2, spec.max_count, endpoint=True))
+        colours = [_colour_for(rng, shape, spec, bias) for _ in range(count)]
+        return Scene(_place(rng, spec, [shape] * count, colours), spec.image_size), counting_prompt(shape, count)
+    if task not in ("two_object", "position", "color_attr"):
+        raise ValueError(f"unknown task {task!r}; GenEval's are {list(TASKS)}")
+    a, b = (spec.shapes[int(i)] for i in rng.choice(n, size=2, replace=False))
+    obj_a, obj_b = _place(rng, spec, [a, b], [_colour_for(rng, a, spec, bias), _colour_for(rng, b, spec, bias)])
+    scene = Scene((obj_a, obj_b), spec.image_size)
+    if task == "color_attr":
+        return scene, color_attr_prompt(a, obj_a.colour, b, obj_b.colour)
+    relations = [r for r in POSITIONS if r in relative_position(_box(obj_a), _box(obj_b))]
+    if task == "position" and relations:
+        return scene, position_prompt(a, relations[int(rng.integers(len(relations)))], b)
+    return scene, two_object_prompt(a, b)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def sample_world_scene(rng: np.random.Generator, spec: WorldSpec, bias: float | None
+                       ) -> tuple[Scene, dict[str, Any] | None]:
+    """Draw one scene of the world: (scene, GenEval metadata for ``geneval`` style, else ``None``)."""
+    if spec.style == "legacy":
+        n_objects = 2 if rng.random() < spec.two_object_fraction else 1
+        scene = sample_scene(rng, n_objects=n_objects, bias=bias, image_size=spec.image_size,
+                             min_size=spec.min_size, max_size=spec.max_size, shapes=spec.shapes,
+                             colours=spec.colours, usual=spec.usual_colour)
+        return scene, None
+    tasks, weights = zip(*spec.task_weights, strict=True)
+    p = np.asarray(weights, dtype=float)
+    task = tasks[int(rng.choice(len(tasks), p=p / p.sum()))]
+    return sample_task_scene(rng, spec, task, bias)
+
+
+def caption_of(scene: Scene, metadata: Mapping[str, Any] | None) -> str:
+    """The caption of a scene: its GenEval prompt, or the legacy left-to-right description."""
+    return str(metadata["prompt"]) if metadata is not None else scene.caption()

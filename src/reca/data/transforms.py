@@ -1,4 +1,4 @@
-"""Resizing and degradation of images (PIL in, PIL out).
+"""Resizing and degradation of images (PIL in, PIL out), and PIL <-> tensor conversion.
 
 `degrade` makes the understanding-input copy low-resolution or blurred on
 purpose: a high-resolution condition lets the generator copy pixels instead of
@@ -7,9 +7,15 @@ learning semantics, and the reconstruction loss collapses ("token copying").
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image, ImageFilter
+
+if TYPE_CHECKING:
+    # Imported inside the tensor helpers at run time: `degrade`'s worker processes
+    # import this module and should not pay for torch's import.
+    import torch
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
@@ -58,6 +64,8 @@ def degrade(image: Image.Image, blur_sigma: float = 0.0, downup_factor: float = 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float tensor (3, H, W) in [-1, 1]."""
+    import torch
+
     arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 

@@ -1,1 +1,1 @@
-"""Evaluation: the exact ShapeWorld detector, compositional scores, fidelity metrics, grids."""
+"""Evaluation: GenEval's prompts and scoring rules, detectors and colour classifiers, fidelity metrics, reports."""

@@ -1,8 +1,16 @@
-"""Reconstruction fidelity: PSNR and SSIM between images in [-1, 1].
+"""Reconstruction fidelity: PSNR, SSIM and h_v cosine between an image and its reconstruction.
+
+Used by ``evaluate`` on held-out images reconstructed from their own ``h_v``.
+Images are batches (B, 3, H, W) in [-1, 1].
 
 SSIM follows Wang et al. (2004): an 11x11 Gaussian window (sigma 1.5) over
 each channel, constants from a dynamic range of 1 (images mapped to [0, 1]),
 averaged over channels and positions.
+
+The semantic measure is the cosine similarity between the understanding
+embeddings ``h_v`` of the input and of the reconstruction, each flattened over
+its tokens: 1 when the model's own understanding branch sees the same thing
+in both, whatever the pixel-level error.
 """
 
 from __future__ import annotations
@@ -45,3 +53,10 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.pow(2) + mu_y.pow(2) + c1) * (var_x + var_y + c2))
     return s.flatten(1).mean(1)
+
+
+def embedding_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-image cosine similarity of two embedding batches (B, ...), each flattened per image."""
+    if a.shape != b.shape:
+        raise ValueError(f"embedding shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return F.cosine_similarity(a.float().flatten(1), b.float().flatten(1), dim=1, eps=eps)

@@ -62,6 +62,8 @@ class UMMAdapter(nn.Module, abc.ABC):
     shares_understanding_parameters: ClassVar[bool] = True
     #: schema of ``model.tiny`` in params.yaml: the size of a model built from scratch
     tiny_params: ClassVar[type[BaseModel]]
+    #: accepted values of ``model.image_tokenizer``
+    image_tokenizers: ClassVar[tuple[str, ...]] = ()
 
     # ----------------------------------------------------------------- loading
     @classmethod

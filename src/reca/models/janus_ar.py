@@ -133,6 +133,7 @@ class JanusARAdapter(UMMAdapter):
     default_frozen = ("understanding_encoder", "image_tokenizer")
     shares_understanding_parameters = True
     tiny_params = TinyJanusParams
+    image_tokenizers = ("patch_kmeans", "janus_vq")
 
     def __init__(
         self,

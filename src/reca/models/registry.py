@@ -30,7 +30,7 @@ def register(name: str) -> Callable[[A], A]:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    from reca.models import janus_ar  # noqa: F401
+    from reca.models import flow_matching, janus_ar, mar, masked  # noqa: F401
 
 
 def available() -> list[str]:

@@ -39,7 +39,8 @@ def split_words(text: str) -> list[str]:
 
 def build_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     """Build a word-level tokenizer whose vocabulary covers every word in ``texts``."""
-    words = sorted({w for t in texts for w in split_words(t)})
+    # ":" comes from the chat template itself ("<|User|>: ..."), not from the texts.
+    words = sorted({w for t in [*texts, ":"] for w in split_words(t)})
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for w in words:
         vocab.setdefault(w, len(vocab))

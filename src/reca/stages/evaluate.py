@@ -1,70 +1,137 @@
-"""`evaluate`: the SFT model and the RecA model side by side, on the same prompts and seeds.
+"""`evaluate`: several models (SFT, RecA, ...) side by side on the same prompts and seeds.
 
-* Compositional text-to-image score on held-out prompts of the default world,
-  read by the exact detector (:mod:`reca.evaluation.shapeworld_detector`).
-* Reconstruction fidelity: images generated from ``h_v`` of held-out images
-  (plus a reconstruction template) against the originals, PSNR and SSIM.
+* GenEval: prompts by GenEval's recipe over ``evaluate.classes`` /
+  ``evaluate.colours`` (or a GenEval metadata file such as the official 553
+  prompts), ``samples_per_prompt`` images per prompt per model with the same
+  noise for every model, written in GenEval's folder layout and scored with
+  GenEval's rules (:mod:`reca.evaluation.geneval`) by the configured detector
+  and colour classifier. Colour tasks are also split into usual and unusual
+  colour pairs, where the captioned split's bias shows.
+* Reconstruction fidelity: held-out images regenerated from their own ``h_v``
+  (plus a fixed reconstruction template); PSNR, SSIM, and the cosine between
+  ``h_v`` of the input and ``h_v`` of the reconstruction (the reconstruction
+  degraded exactly as `degrade` made the input).
 
-Outputs: ``metrics.json`` (DVC metrics), per-prompt ``records.jsonl`` and
-sample grids, all logged to MLflow.
+Everything goes through the adapter protocol (``generate``, ``embed_images``),
+so it works for every registered adapter.
+
+Outputs: ``metrics.json`` (DVC metrics), the per-task bar chart PNG and its
+data table (DVC plots), and in the report directory the comparison table
+(``comparison.md``), sample grids, the prompts used, each model's GenEval
+folder and result rows; all logged to MLflow.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from reca.data.dataset import ImageTable
-from reca.data.shapeworld import eval_prompts
-from reca.data.transforms import to_pil
-from reca.evaluation.compositional import aggregate, score_image
-from reca.evaluation.fidelity import psnr, ssim
+from reca.data.transforms import degrade, resize, to_pil, to_tensor
+from reca.evaluation.detectors import build_colour_classifier, build_detector
+from reca.evaluation.fidelity import embedding_cosine, psnr, ssim
+from reca.evaluation.geneval import GenEvalRules, summarize
+from reca.evaluation.geneval_folder import score_folder, write_folder
+from reca.evaluation.geneval_prompts import (
+    create_prompts,
+    load_metadata,
+    metadata_key,
+    usual_colour_split,
+    write_metadata,
+)
 from reca.evaluation.grids import save_grid
-from reca.evaluation.shapeworld_detector import detect
-from reca.fileio import write_json, write_jsonl
+from reca.evaluation.report import bar_chart, markdown_table, plot_rows
+from reca.fileio import atomic_path, read_json, write_json, write_jsonl
 from reca.models.base import Condition, UMMAdapter
 from reca.objectives.templates import RECONSTRUCTION_TEMPLATES
 from reca.params import EvaluateParams, ModelParams, flatten
 from reca.stages.model_loading import load_model_dir
 from reca.tracking.mlflow_run import StageRun
+from reca.training.registration import tag_version_with_metrics
 
 #: the fixed instruction for reconstruction at evaluation (training draws from the whole bank)
 EVAL_TEMPLATE = RECONSTRUCTION_TEMPLATES[0]
+DEGRADE_RECORD = "degrade.json"
 
 
 def _generator(seed: int, batch: int) -> torch.Generator:
-    # One generator per (seed, batch index): both models sample with the same noise stream.
+    # One generator per (seed, batch index): every model samples with the same noise stream.
     return torch.Generator().manual_seed(seed * 100_003 + batch)
 
 
-def text_to_image_scores(adapter: UMMAdapter, prompts: list[dict[str, Any]], params: EvaluateParams
-                         ) -> tuple[dict[str, float], list[dict[str, Any]], list[Any]]:
-    """Generate every prompt ``samples_per_prompt`` times, detect, score; return (metrics, records, images)."""
-    jobs = [(p, s) for p in prompts for s in range(params.samples_per_prompt)]
-    records, images = [], []
+def build_prompts(params: EvaluateParams) -> list[dict[str, Any]]:
+    """The GenEval metadata to evaluate: ``metadata_file`` if set, else GenEval's recipe over the vocabulary."""
+    if params.metadata_file:
+        return load_metadata(params.metadata_file)
+    return create_prompts(params.classes, colours=params.colours, seed=params.prompt_seed,
+                          n_per_task=params.prompts_per_task, max_count=params.max_count)
+
+
+def rules_of(params: EvaluateParams) -> GenEvalRules:
+    """GenEval's options from the ``evaluate`` section."""
+    return GenEvalRules(threshold=params.threshold, counting_threshold=params.counting_threshold,
+                        max_objects=params.max_objects, max_overlap=params.max_overlap,
+                        position_threshold=params.position_threshold)
+
+
+def build_scorer(params: EvaluateParams, model: ModelParams | None = None) -> tuple[Any, Any, GenEvalRules]:
+    """(detector, colour classifier, rules) as the ``evaluate`` section says."""
+    trust = bool(model and model.trust_remote_code)
+    detector = build_detector(params.detector, colours=params.colours, classes=params.classes,
+                              path=params.detector_path, trust_remote_code=trust)
+    colours = build_colour_classifier(params.colour_classifier, colours=params.colours, path=params.clip_path,
+                                      trust_remote_code=trust)
+    return detector, colours, rules_of(params)
+
+
+def generate_images(adapter: UMMAdapter, prompts: list[dict[str, Any]], params: EvaluateParams
+                    ) -> list[list[Image.Image]]:
+    """``samples_per_prompt`` text-to-image samples per prompt, batch by batch with seeded noise."""
+    jobs = [(i, s) for i in range(len(prompts)) for s in range(params.samples_per_prompt)]
+    images: list[list[Image.Image]] = [[] for _ in prompts]
     for b, start in enumerate(tqdm(range(0, len(jobs), params.batch_size), desc=f"t2i {adapter.name}",
                                    unit="batch")):
         chunk = jobs[start : start + params.batch_size]
-        out = adapter.generate(Condition(texts=[p["prompt"] for p, _ in chunk]),
+        out = adapter.generate(Condition(texts=[prompts[i]["prompt"] for i, _ in chunk]),
                                guidance_scale=params.guidance_scale, temperature=params.temperature,
                                generator=_generator(params.seed, b))
-        for (prompt, sample), pixels in zip(chunk, out, strict=True):
-            image = to_pil(pixels)
-            found = detect(image)
-            records.append({"prompt": prompt, "sample": sample, "scores": score_image(prompt, found),
-                            "detections": [f"{d.colour} {d.shape}" for d in found]})
-            images.append(image)
-    return aggregate(records), records, images
+        for (i, _), pixels in zip(chunk, out, strict=True):
+            images[i].append(to_pil(pixels))
+    return images
 
 
-def reconstruction_scores(adapter: UMMAdapter, heldout: ImageTable, params: EvaluateParams
-                          ) -> tuple[dict[str, float], list[Any], list[Any]]:
-    """PSNR/SSIM of images generated from ``h_v`` of held-out images; return (metrics, inputs, outputs)."""
+def colour_bias_scores(rows: list[dict[str, Any]], prompts: list[dict[str, Any]],
+                       usual: dict[str, str]) -> dict[str, float]:
+    """% correct images of ``colors`` / ``color_attr`` prompts with usual vs unusual colour pairs."""
+    if not usual:
+        return {}
+    is_usual = usual_colour_split(prompts, usual)
+    buckets: dict[str, list[bool]] = {}
+    for row in rows:
+        key = metadata_key(json.loads(row["metadata"]))
+        if row["tag"] in ("colors", "color_attr") and key in is_usual:
+            name = f"{row['tag']}_{'usual' if is_usual[key] else 'unusual'}"
+            buckets.setdefault(name, []).append(bool(row["correct"]))
+    return {name: sum(v) / len(v) for name, v in sorted(buckets.items())}
+
+
+def _understanding_copy(image: Image.Image, settings: dict[str, Any], size: int) -> torch.Tensor:
+    """The reconstruction degraded as `degrade` made the understanding copy of the input."""
+    image = resize(image, int(settings.get("understanding_size", size)), settings.get("resize_mode", "center_crop"))
+    return to_tensor(degrade(image, float(settings.get("blur_sigma", 0.0)),
+                             float(settings.get("downup_factor", 1.0))))
+
+
+def reconstruction_scores(adapter: UMMAdapter, heldout: ImageTable, params: EvaluateParams,
+                          degrade_settings: dict[str, Any]) -> tuple[dict[str, float], list[Any], list[Any]]:
+    """PSNR, SSIM and h_v cosine of images generated from ``h_v`` of held-out images; (metrics, inputs, outputs)."""
     n = min(params.n_reconstruction, len(heldout))
-    psnrs, ssims, inputs, outputs = [], [], [], []
+    psnrs, ssims, cosines, inputs, outputs = [], [], [], [], []
     for b, start in enumerate(range(0, n, params.batch_size)):
         idx = list(range(start, min(start + params.batch_size, n)))
         h_v = adapter.embed_images(heldout.pixels(idx, "understanding"))
@@ -74,50 +141,107 @@ def reconstruction_scores(adapter: UMMAdapter, heldout: ImageTable, params: Eval
                                generator=_generator(params.seed + 1, b))
         psnrs.append(psnr(out, target))
         ssims.append(ssim(out, target))
+        recon = [to_pil(o) for o in out]
+        again = torch.stack([_understanding_copy(r, degrade_settings, adapter.understanding_size) for r in recon])
+        cosines.append(embedding_cosine(h_v, adapter.embed_images(again)))
         inputs += [to_pil(t) for t in target]
-        outputs += [to_pil(o) for o in out]
+        outputs += recon
     if not psnrs:
         return {}, [], []
-    return ({"recon_psnr": torch.cat(psnrs).mean().item(), "recon_ssim": torch.cat(ssims).mean().item()},
-            inputs, outputs)
+    return ({"recon_psnr": torch.cat(psnrs).mean().item(), "recon_ssim": torch.cat(ssims).mean().item(),
+             "recon_hv_cosine": torch.cat(cosines).mean().item()}, inputs, outputs)
+
+
+def score_model_images(name: str, prompts: list[dict[str, Any]], images: list[list[Image.Image]],
+                       report_dir: Path, scorer: tuple[Any, Any, GenEvalRules], params: EvaluateParams
+                       ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, str]]]:
+    """Write one model's images as a GenEval folder, score it; return (metrics, rows, problems)."""
+    folder = write_folder(report_dir / name / "geneval", prompts, images)
+    detector, colours, rules = scorer
+    rows, problems = score_folder(folder, detector, colours, rules, batch_size=params.batch_size)
+    write_jsonl(report_dir / name / "results.jsonl", rows)
+    return {**summarize(rows), **colour_bias_scores(rows, prompts, params.usual_colours)}, rows, problems
 
 
 def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, models: dict[str, str | Path],
-        metrics_path: str | Path, report_dir: str | Path, tracker: StageRun) -> dict[str, Any]:
-    """Score every model in ``models`` (name -> directory) on identical prompts and seeds."""
+        metrics_path: str | Path, report_dir: str | Path, tracker: StageRun,
+        plot_data_path: str | Path | None = None, chart_path: str | Path | None = None) -> dict[str, Any]:
+    """Score every model in ``models`` (name -> directory) on identical prompts and seeds.
+
+    Args:
+        params: The ``evaluate`` section.
+        model: The ``model`` section (adapter name, trust_remote_code).
+        degraded_dir: Output of `degrade` (held-out images and ``degrade.json``).
+        models: Model name -> model directory, e.g. ``{"sft": ..., "reca": ...}``.
+        metrics_path: Where ``metrics.json`` goes (DVC metrics).
+        report_dir: Where grids, tables and GenEval folders go.
+        tracker: The MLflow stage run.
+        plot_data_path: Per-task table for ``dvc plots`` (default: next to ``metrics_path``).
+        chart_path: Per-task bar chart PNG (default: next to ``metrics_path``).
+
+    Returns:
+        ``{model: metrics}`` plus ``delta`` (second minus first) when there are two models.
+    """
+    if not models:
+        raise ValueError("no models to evaluate")
     tracker.log_params(flatten(params, "evaluate"))
-    prompts = eval_prompts(seed=params.seed, n_single=params.n_single, n_two=params.n_two)
+    prompts = build_prompts(params)
+    scorer = build_scorer(params, model)
     heldout = ImageTable.from_manifest(degraded_dir, "heldout")
+    record = Path(degraded_dir) / DEGRADE_RECORD
+    degrade_settings = read_json(record) if record.exists() else {}
     report_dir = Path(report_dir)
+    write_metadata(report_dir / "evaluation_metadata.jsonl", prompts)
     metrics: dict[str, Any] = {}
-    t2i_images: dict[str, list[Any]] = {}
+    t2i_images: dict[str, list[list[Image.Image]]] = {}
     recon: dict[str, list[Any]] = {}
+    problems: list[dict[str, str]] = []
     for name, directory in models.items():
         adapter = load_model_dir(directory, model).eval()
         with torch.no_grad():
-            scores, records, images = text_to_image_scores(adapter, prompts, params)
-            fidelity, recon_in, recon_out = reconstruction_scores(adapter, heldout, params)
+            images = generate_images(adapter, prompts, params)
+            fidelity, recon_in, recon_out = reconstruction_scores(adapter, heldout, params, degrade_settings)
+        scores, _, bad = score_model_images(name, prompts, images, report_dir, scorer, params)
+        problems += [{**p, "model": name} for p in bad]
         metrics[name] = {**scores, **fidelity}
         t2i_images[name] = images
         recon[name] = recon_out
         recon["input"] = recon_in
-        write_jsonl(report_dir / f"records_{name}.jsonl", records)
         tracker.log_metrics({f"{name}.{k}": v for k, v in metrics[name].items()})
+        if getattr(tracker, "active", False):
+            # The registered model version (if `train` registered this directory) carries its scores.
+            tag_version_with_metrics(directory, {k: v for k, v in metrics[name].items()
+                                                 if isinstance(v, (int, float))})
     names = list(models)
     if len(names) == 2:
         a, b = names
-        metrics["delta"] = {k: metrics[b][k] - metrics[a][k] for k in metrics[a] if k in metrics[b]}
+        metrics["delta"] = {k: metrics[b][k] - metrics[a][k] for k in metrics[a]
+                            if k in metrics[b] and not k.endswith("_images")}
     write_json(metrics_path, metrics)
+    if problems:
+        write_jsonl(report_dir / "problems.jsonl", problems)
+    with atomic_path(report_dir / "comparison.md") as tmp:
+        tmp.write_text(markdown_table(metrics, names), encoding="utf-8")
+    plot_data_path = Path(plot_data_path or Path(metrics_path).with_name("per_task.json"))
+    chart_path = Path(chart_path or Path(metrics_path).with_name("per_task.png"))
+    write_json(plot_data_path, plot_rows(metrics, names))
+    bar_chart(chart_path, metrics, names)
+    _save_grids(report_dir, prompts, t2i_images, recon, names, params)
+    for path in (metrics_path, plot_data_path, chart_path):
+        tracker.log_artifact(path)
+    tracker.log_artifact(report_dir, artifact_path="report")
+    return metrics
+
+
+def _save_grids(report_dir: Path, prompts: list[dict[str, Any]], t2i: dict[str, list[list[Image.Image]]],
+                recon: dict[str, list[Any]], names: list[str], params: EvaluateParams) -> None:
     k = min(params.grid_size, len(prompts))
-    save_grid(report_dir / "samples.png",
-              [(f"{n}", t2i_images[n][:k]) for n in names], label_width=60)
+    # Spread the shown prompts over the whole list so every task appears.
+    shown = sorted({round(i * (len(prompts) - 1) / max(k - 1, 1)) for i in range(k)}) if prompts else []
+    save_grid(report_dir / "samples.png", [(n, [t2i[n][i][0] for i in shown]) for n in names], label_width=60)
     save_grid(report_dir / "prompts.png",
-              [(p["prompt"], [t2i_images[n][i * params.samples_per_prompt] for n in names])
-               for i, p in enumerate(prompts[:k])])
+              [(prompts[i]["prompt"], [img for n in names for img in t2i[n][i][:1]]) for i in shown], header=names)
     if recon.get("input"):
         m = min(params.grid_size, len(recon["input"]))
         save_grid(report_dir / "reconstructions.png",
                   [("input", recon["input"][:m]), *[(n, recon[n][:m]) for n in names]], label_width=60)
-    tracker.log_artifact(metrics_path)
-    tracker.log_artifact(report_dir, artifact_path="report")
-    return metrics

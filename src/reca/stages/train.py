@@ -41,8 +41,7 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
     use_cache = (params.use_embedding_cache and unlabeled is not None and params.condition == "understanding"
                  and "understanding_encoder" in params.freeze)
     if use_cache:
-        key = embedding_cache.cache_key(adapter.name, adapter.encoder_fingerprint(),
-                                        read_json(Path(degraded_dir) / DEGRADE_RECORD))
+        key = embedding_cache.key_for(adapter, model.revision, read_json(Path(degraded_dir) / DEGRADE_RECORD))
         features = embedding_cache.read_split(embeddings_dir, "unlabeled", key=key,
                                               ids=unlabeled.ids(range(len(unlabeled))))
     tracker.log_params({
@@ -75,7 +74,7 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
     )
     inputs = {
         "degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"),
-        "model": file_digest(Path(model_dir) / "model.safetensors"),
+        "model": file_digest(model_dir),
         "model_params": model.model_dump_json(),
     }
     ckpt = checkpoint_dir(root, "train", params, inputs)

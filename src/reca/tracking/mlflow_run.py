@@ -1,46 +1,55 @@
-"""MLflow runs for pipeline stages: local by default, rank 0 only, with lineage tags.
+"""MLflow runs for pipeline stages: local by default, rank 0 only, with lineage tags and a parent run.
 
 Every stage run is one MLflow run in the experiment ``reca`` (``RECA_EXPERIMENT``
 overrides). Without ``MLFLOW_TRACKING_URI`` the store is local to the
 repository: ``sqlite:///mlflow.db`` with artifacts under ``mlartifacts/``
 (both git-ignored), so ``mlflow ui --backend-store-uri sqlite:///mlflow.db``
-shows every run. When a pipeline flow sets ``RECA_PARENT_RUN_ID``, stage runs
-become its children.
+shows every run. "The repository" is ``DVC_ROOT`` when DVC launched the stage:
+``dvc exp run --temp`` and queued experiments run in a temporary copy, and
+their runs must land in the user's store, not in a directory DVC deletes.
+
+Each stage run carries the lineage tags of :mod:`reca.tracking.lineage` and
+``params.yaml`` as an artifact, and is the child of one parent run per
+pipeline run (:mod:`reca.tracking.pipeline_runs` says how the parent is found
+for a Prefect flow run, a ``dvc repro`` or a ``dvc exp run``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reca.training.distributed import is_rank_zero
+from reca.tracking.lineage import DVC_ROOT_ENV, git_tags, lineage_tags
+from reca.tracking.pipeline_runs import (
+    KIND_TAG,
+    LAUNCHER_TAG,
+    PARENT_ENV,
+    PARENT_TAG,
+    close_stage_in_parent,
+    resolve_parent,
+)
 
-PARENT_ENV = "RECA_PARENT_RUN_ID"
+__all__ = ["EXPERIMENT_ENV", "PARENT_ENV", "StageRun", "lineage_tags", "pipeline_run", "stage_run",
+           "tracking_uri"]
+
+log = logging.getLogger(__name__)
+
 EXPERIMENT_ENV = "RECA_EXPERIMENT"
+DEFAULT_EXPERIMENT = "reca"
 
 
-def tracking_uri(root: Path) -> str:
+def store_root(root: str | Path) -> Path:
+    """Directory holding the local store: ``DVC_ROOT`` under DVC, else ``root``."""
+    return Path(os.environ.get(DVC_ROOT_ENV) or root).resolve()
+
+
+def tracking_uri(root: str | Path) -> str:
     """The tracking URI: ``MLFLOW_TRACKING_URI`` or the repository-local sqlite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
-
-
-def _git(root: Path, *args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def lineage_tags(root: Path) -> dict[str, str]:
-    """Git commit and dirty flag of the working tree the stage ran in."""
-    commit = _git(root, "rev-parse", "HEAD")
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no")) if commit else False
-    return {"git.commit": commit or "unknown", "git.dirty": str(dirty).lower()}
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root(root) / 'mlflow.db'}"
 
 
 class StageRun:
@@ -78,25 +87,32 @@ class StageRun:
             mlflow.set_tags(tags)
 
 
-def _set_experiment(root: Path) -> None:
+def set_experiment(root: str | Path) -> str:
+    """Point MLflow at the store and experiment for ``root``; return the experiment id."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri(root))
-    name = os.environ.get(EXPERIMENT_ENV, "reca")
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
-    mlflow.set_experiment(name)
+    name = os.environ.get(EXPERIMENT_ENV, DEFAULT_EXPERIMENT)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        artifacts = (store_root(root) / "mlartifacts").as_uri()
+        experiment_id = mlflow.create_experiment(name, artifact_location=artifacts)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
 
 
 @contextlib.contextmanager
-def pipeline_run(name: str, root: str | Path = ".") -> Iterator[str]:
-    """A parent run for one pipeline run; yields its id for ``RECA_PARENT_RUN_ID``."""
+def pipeline_run(name: str, root: str | Path = ".", tags: dict[str, str] | None = None) -> Iterator[str]:
+    """A parent run owned by the caller (a Prefect flow run); yields its id for ``RECA_PARENT_RUN_ID``."""
     import mlflow
 
     root = Path(root)
-    _set_experiment(root)
-    run = mlflow.start_run(run_name=name, tags={"reca.kind": "pipeline", **lineage_tags(root)})
+    set_experiment(root)
+    all_tags = {KIND_TAG: "pipeline", LAUNCHER_TAG: "prefect", **git_tags(root), **(tags or {})}
+    run = mlflow.start_run(run_name=name, tags=all_tags)
     try:
         params_file = root / "params.yaml"
         if params_file.exists():
@@ -110,26 +126,50 @@ def pipeline_run(name: str, root: str | Path = ".") -> Iterator[str]:
 
 @contextlib.contextmanager
 def stage_run(stage: str, root: str | Path = ".", params_file: str | Path | None = "params.yaml") -> Iterator[StageRun]:
-    """Open an MLflow run for ``stage`` (rank 0 only) and close it, FAILED on error."""
+    """Open an MLflow run for ``stage`` (rank 0 only), a child of its pipeline run; close it FAILED on error."""
+    # Imported here: it imports torch, which the flow and `reca report` never need.
+    from reca.training.distributed import is_rank_zero
+
     root = Path(root)
     if not is_rank_zero():
         yield StageRun(active=False)
         return
     import mlflow
 
-    _set_experiment(root)
-    tags = {"reca.stage": stage, **lineage_tags(root)}
-    parent = os.environ.get(PARENT_ENV)
-    if parent:
-        tags["mlflow.parentRunId"] = parent
+    launched_run = os.environ.get("RECA_STAGE_RUN_ID")
+    if launched_run:
+        # A worker started by `reca train`'s launcher: log into the launcher's run,
+        # which the launcher (not this worker) finishes or fails.
+        set_experiment(root)
+        mlflow.start_run(run_id=launched_run)
+        handle = StageRun(active=True)
+        handle.run_id = launched_run
+        try:
+            yield handle
+        finally:
+            mlflow.end_run(status="RUNNING")
+        return
+
+    experiment_id = set_experiment(root)
+    client = mlflow.MlflowClient()
+    params_path = Path(params_file) if params_file is not None else None
+    tags = {"reca.stage": stage, **lineage_tags(root, params_path)}
+    parent = resolve_parent(client, experiment_id, tags, params_path)
+    if parent is not None:
+        tags[PARENT_TAG] = parent.run_id
     run = mlflow.start_run(run_name=stage, tags=tags)
     handle = StageRun(active=True)
     handle.run_id = run.info.run_id
+    status = "FAILED"
     try:
-        if params_file is not None and Path(params_file).exists():
-            mlflow.log_artifact(str(params_file))
+        if params_path is not None and params_path.exists():
+            mlflow.log_artifact(str(params_path))
         yield handle
-    except BaseException:
-        mlflow.end_run(status="FAILED")
-        raise
-    mlflow.end_run(status="FINISHED")
+        status = "FINISHED"
+    finally:
+        mlflow.end_run(status=status)
+        if parent is not None:
+            try:
+                close_stage_in_parent(client, parent, handle.run_id, stage, status)
+            except Exception as err:  # noqa: BLE001 - the stage's own outcome must not be masked by bookkeeping
+                log.warning("could not update pipeline run %s after stage %s: %s", parent.run_id, stage, err)

@@ -146,6 +146,11 @@ class Trainer:
     # ------------------------------------------------------------------ train
     def _micro_step(self, step: int, micro: int) -> dict[str, float] | None:
         """Forward and backward one micro-batch; ``None`` if its loss was non-finite on any rank."""
+        # Losses that draw noise (diffusion time, masking) take it from torch's generator:
+        # seeding it from (seed, micro-step, rank) makes a resumed run draw what an
+        # uninterrupted one would have.
+        micro_step = step * self.optim.gradient_accumulation_steps + micro
+        torch.manual_seed((self.optim.seed * 1_000_003 + micro_step) * 1009 + self.rank)
         loss, terms = self.engine(self.planner.batch(step, micro))
         if _any_rank(not math.isfinite(terms["loss"])):
             if self.optim.gradient_accumulation_steps == 1:

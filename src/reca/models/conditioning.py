@@ -1,0 +1,200 @@
+"""Turning a :class:`~reca.models.base.Condition` into token rows: shared by the adapters.
+
+Every adapter that reads its condition through a language model does the same
+four things, which live here once:
+
+* chat-format a prompt with the model's own chat template, with a block of
+  image placeholder tokens where ``h_v`` goes (:class:`ChatPrompter`);
+* apply classifier-free-guidance dropout: a dropped sample reads the
+  unconditional prompt, with neither its text nor its image
+  (:func:`effective_rows`);
+* stack [conditional; unconditional] for guided sampling
+  (:func:`with_unconditional`; combine the two halves of the prediction with
+  :func:`reca.models.sampling.guided_logits`);
+* write ``h_v`` into the placeholder positions of the token embeddings
+  (:func:`splice_image_embeddings`);
+* pad rows of token ids into a batch, with captioning labels when the answer is
+  supervised, and score them (:func:`left_pad`, :func:`caption_batch`,
+  :func:`next_token_loss`).
+
+Which embeddings fill the placeholders, and what the model does with the
+sequence, stays in each adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
+
+from reca.models.base import Condition
+
+#: what a sample whose condition was dropped reads (the unconditional prompt)
+UNCONDITIONAL_TEXT = ""
+#: label of positions that carry no loss (transformers' convention)
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One sample's prompt after dropout: its text, and whether ``h_v`` is spliced in."""
+
+    text: str
+    with_image: bool
+
+
+def effective_rows(condition: Condition) -> tuple[list[PromptRow], torch.Tensor | None]:
+    """Per-sample prompts after condition dropout, and ``h_v`` of the samples that keep their image.
+
+    Args:
+        condition: texts, optional ``h_v`` (B, N, D) and optional dropout mask (B,).
+
+    Returns:
+        One :class:`PromptRow` per sample (dropped samples read
+        :data:`UNCONDITIONAL_TEXT` without an image) and the image embeddings
+        of the kept samples in batch order, or ``None`` when no sample keeps one.
+    """
+    n = len(condition.texts)
+    drop = condition.drop if condition.drop is not None else torch.zeros(n, dtype=torch.bool)
+    has_image = condition.image_embeddings is not None
+    rows = [
+        PromptRow(UNCONDITIONAL_TEXT, False) if dropped else PromptRow(text, has_image)
+        for text, dropped in zip(condition.texts, drop.tolist(), strict=True)
+    ]
+    kept = None
+    if has_image and not bool(drop.all()):
+        kept = condition.image_embeddings[~drop.to(condition.image_embeddings.device)]
+    return rows, kept
+
+
+def with_unconditional(condition: Condition) -> Condition:
+    """The batch stacked as [conditional; unconditional], for classifier-free guidance."""
+    n = len(condition.texts)
+    h_v = condition.image_embeddings
+    return Condition(
+        texts=list(condition.texts) * 2,
+        image_embeddings=None if h_v is None else torch.cat([h_v, h_v]),
+        drop=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]),
+    )
+
+
+class ChatPrompter:
+    """Token ids of a chat-formatted user turn, with an optional image block before the text.
+
+    The image block is ``image_start + image_token * num_image_tokens +
+    image_end`` (for example Qwen2.5-VL's ``<|vision_start|><|image_pad|>...
+    <|vision_end|>``, or ``<begin_of_image><image_placeholder>...`` for the word
+    tokenizer of the default world); the adapter later replaces the
+    placeholder embeddings by ``h_v``. Results are cached: templates and
+    captions repeat every step.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        image_token: str,
+        num_image_tokens: int,
+        image_start: str = "",
+        image_end: str = "",
+    ) -> None:
+        image_id = tokenizer.convert_tokens_to_ids(image_token)
+        if image_id is None or image_id == tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer has no image placeholder token {image_token!r}")
+        self.tokenizer = tokenizer
+        self.image_token_id = int(image_id)
+        self.image_block = image_start + image_token * num_image_tokens + image_end
+        self.num_image_tokens = num_image_tokens
+        self._cache: dict[tuple[str, bool], tuple[int, ...]] = {}
+
+    def ids(self, text: str, with_image: bool) -> tuple[int, ...]:
+        """Token ids of the user turn plus the assistant's generation prompt."""
+        key = (text, with_image)
+        if key not in self._cache:
+            self._cache[key] = self._render(text, with_image)
+        return self._cache[key]
+
+    def _render(self, text: str, with_image: bool) -> tuple[int, ...]:
+        content = f"{self.image_block}\n{text}" if with_image else text
+        tok = self.tokenizer
+        if tok.chat_template:
+            rendered = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                               tokenize=False)
+        else:
+            rendered = content
+        ids = list(tok(rendered, add_special_tokens=False).input_ids)
+        # Templates differ on BOS: add it once when the tokenizer has one and the template did not.
+        if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
+            ids.insert(0, tok.bos_token_id)
+        if with_image and ids.count(self.image_token_id) != self.num_image_tokens:
+            raise ValueError(
+                f"the chat template kept {ids.count(self.image_token_id)} of {self.num_image_tokens} image "
+                "placeholders: the tokenizer must treat the placeholder as one special token"
+            )
+        return tuple(ids)
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Token ids of a supervised answer, ending in EOS."""
+        ids = list(self.tokenizer(" " + answer, add_special_tokens=False).input_ids)
+        return [*ids, self.tokenizer.eos_token_id]
+
+
+def splice_image_embeddings(embeds: torch.Tensor, ids: torch.Tensor, image_token_id: int,
+                            image_embeddings: torch.Tensor | None) -> torch.Tensor:
+    """Token embeddings (B, L, D) with ``h_v`` (B', N, D) written into the image placeholder positions.
+
+    Rows with placeholders take the image embeddings in batch order, so
+    ``image_embeddings`` holds one entry per row that has an image block.
+    """
+    slots = ids == image_token_id
+    if image_embeddings is None:
+        if bool(slots.any()):
+            raise ValueError("the prompt has image placeholders but no image embeddings were given")
+        return embeds
+    if int(slots.sum()) != image_embeddings.shape[0] * image_embeddings.shape[1]:
+        raise ValueError(f"{int(slots.sum())} image placeholders for image embeddings of shape "
+                         f"{tuple(image_embeddings.shape[:2])}")
+    return embeds.masked_scatter(slots.unsqueeze(-1), image_embeddings.to(embeds.dtype))
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_value: int, device: torch.device | str = "cpu"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad rows of ids into (B, L) ids and a (B, L) attention mask.
+
+    Left padding puts every row's last token in the last column, which is where
+    appended query tokens or the next generated token go.
+    """
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, length - len(row):] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, length - len(row):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def caption_batch(prompter: ChatPrompter, instructions: Sequence[str], captions: Sequence[str], pad_id: int,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Captioning rows ``[image + instruction prompt] + caption + EOS``: ids, mask and labels.
+
+    Labels are :data:`IGNORE_INDEX` everywhere but the caption and its EOS, so
+    a next-token loss on ``labels[:, 1:]`` supervises exactly the answer.
+    """
+    prompts = [list(prompter.ids(instruction, True)) for instruction in instructions]
+    answers = [prompter.answer_ids(caption) for caption in captions]
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} instructions for {len(answers)} captions")
+    ids, mask = left_pad([p + a for p, a in zip(prompts, answers, strict=True)], pad_id, device)
+    labels, _ = left_pad([[IGNORE_INDEX] * len(p) + a for p, a in zip(prompts, answers, strict=True)],
+                         IGNORE_INDEX, device)
+    return ids, mask, labels
+
+
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logits`` (B, L-1, V), computed from positions ``:-1``, against ``labels[:, 1:]``."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE_INDEX)

@@ -1,0 +1,110 @@
+"""Tests for scripts/run_arms.py: arm definitions, tables, and (slow) a shrunken end-to-end sweep."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reca.params import ParamsError, parse_section
+from reca_testing import REPO
+
+spec = importlib.util.spec_from_file_location("run_arms", REPO / "scripts" / "run_arms.py")
+run_arms = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(run_arms)
+
+BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_each_arm_is_a_valid_train_section_differing_only_where_it_should() -> None:
+    sections = {arm: run_arms.arm_params(BASE, arm, seed=7, steps=50)["train"] for arm in run_arms.ARMS}
+    for train in sections.values():
+        parsed = parse_section("train", train)
+        assert parsed.seed == 7 and parsed.steps == 50 and parsed.registered_model is None
+        assert parsed.lr == BASE["train"]["lr"] and parsed.freeze == BASE["train"]["freeze"]
+    more_sft, reca, template, no_t2i = (sections[a] for a in run_arms.ARMS)
+    assert (more_sft["lambda_reca"], more_sft["lambda_i2t"], more_sft["lambda_t2i"]) == (0.0, 1.0, 1.0)
+    assert {k: v for k, v in template.items() if k != "condition"} == {k: v for k, v in reca.items() if k != "condition"}
+    assert (reca["condition"], template["condition"]) == ("understanding", "template_only")
+    assert no_t2i["lambda_t2i"] == 0.0 and no_t2i["lambda_reca"] == 1.0
+    assert run_arms.arm_params(BASE, "b_reca_sft", seed=0)["evaluate"] == BASE["evaluate"]
+
+
+def test_invalid_overrides_fail_before_anything_runs() -> None:
+    with pytest.raises(ParamsError, match="warmup_steps"):
+        run_arms.arm_params(BASE, "a_more_sft", seed=0, steps=1)
+
+
+def test_tables_per_arm_seed_and_metric(tmp_path: Path) -> None:
+    results = {
+        ("sft", None): {"overall": 0.2, "colors": 0.5, "colors_images": 10},
+        ("b_reca_sft", 0): {"overall": 0.3, "colors": 0.6, "recon_psnr": 20.0},
+        ("b_reca_sft", 1): {"overall": 0.5, "colors": 0.8, "recon_psnr": 22.0},
+    }
+    content = run_arms.write_tables(tmp_path, results)
+    csv_lines = (tmp_path / "arms.csv").read_text().splitlines()
+    assert csv_lines[0] == "arm,seed,metric,value"
+    assert "b_reca_sft,1,colors,0.8" in csv_lines and "sft,,overall,0.2" in csv_lines
+    assert not any("colors_images" in line for line in csv_lines)
+    overall = next(r for r in content["summary"] if r["arm"] == "b_reca_sft" and r["metric"] == "overall")
+    assert overall["mean"] == pytest.approx(0.4) and overall["std"] == pytest.approx(0.1414, abs=1e-3)
+    table = (tmp_path / "arms.md").read_text()
+    assert "| b_reca_sft | 2 | 40.0 ± 14.1 | 70.0 ± 14.1 | 21.0 ± 1.4 |" in table
+    assert json.loads((tmp_path / "arms.json").read_text())["runs"] == content["runs"]
+
+
+@pytest.mark.slow
+def test_shrunken_sweep_trains_and_scores_every_arm(tmp_path: Path) -> None:
+    params = json.loads(json.dumps(BASE))
+    params["model"]["tiny"].update(hidden_size=64, num_layers=2, intermediate_size=128, vision_layers=1,
+                                   codebook_size=128, kmeans_iters=2)
+    params["sft"].update(steps=3, warmup_steps=1, checkpoint_every=3, batch_size=4, log_every=1)
+    params["train"].update(zero_stage=0, warmup_steps=1, checkpoint_every=2, batch_size=4, log_every=1)
+    params["evaluate"].update(prompts_per_task=1, samples_per_prompt=1, n_reconstruction=2, batch_size=16)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    # Stages run in tmp_path (checkpoints land there) and find DeepSpeed's configs as in the repository.
+    (tmp_path / "configs").symlink_to(REPO / "configs")
+
+    def reca(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "reca.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"reca {args[0]}: {done.stderr[-3000:]}"
+
+    reca("make-world", "--out", str(tmp_path / "raw"), "--captioned", "24", "--unlabeled", "12", "--heldout", "4")
+    p = ("--params", str(params_file))
+    reca("curate", *p, "--input", str(tmp_path / "raw"), "--output", str(tmp_path / "curated"))
+    reca("degrade", *p, "--curated", str(tmp_path / "curated"), "--raw", str(tmp_path / "raw"), "--output",
+         str(tmp_path / "degraded"))
+    reca("sft", *p, "--degraded", str(tmp_path / "degraded"), "--output", str(tmp_path / "sft"))
+    reca("embed", *p, "--degraded", str(tmp_path / "degraded"), "--model-dir", str(tmp_path / "sft"), "--output",
+         str(tmp_path / "embeddings"))
+    out = tmp_path / "arms"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "run_arms.py"), "--params", str(params_file), "--seeds", "0", "1",
+         "--steps", "2", "--out", str(out), "--degraded", str(tmp_path / "degraded"), "--model-dir",
+         str(tmp_path / "sft"), "--embeddings", str(tmp_path / "embeddings"), "--workdir", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csvrows(out / "arms.csv"))
+    runs = {(r["arm"], r["seed"]) for r in rows}
+    assert runs == {("sft", "")} | {(arm, str(seed)) for arm in run_arms.ARMS for seed in (0, 1)}
+    for arm in run_arms.ARMS:
+        assert {"overall", "colors", "recon_psnr"} <= {r["metric"] for r in rows if r["arm"] == arm}
+        trained = yaml.safe_load((out / arm / "seed1" / "params.yaml").read_text())["train"]
+        assert trained["seed"] == 1 and trained["steps"] == 2
+    assert "| d_reca_no_t2i | 2 |" in done.stdout
+
+
+def csvrows(path: Path):
+    import csv
+
+    with open(path, encoding="utf-8") as fh:
+        yield from csv.DictReader(fh)
