@@ -36,6 +36,7 @@ from transformers import (
 from reca.fileio import atomic_dir
 from reca.models import text_tokenizer as tt
 from reca.models.base import Condition, UMMAdapter
+from reca.models.conditioning import with_unconditional
 from reca.models.image_tokenizers import ImageTokenizer, JanusVQTokenizer, PatchKMeansTokenizer
 from reca.models.registry import ADAPTER_FILE, register, write_adapter_file
 from reca.models.sampling import guided_logits, sample_tokens
@@ -379,19 +380,10 @@ class JanusARAdapter(UMMAdapter):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        n = len(condition.texts)
-        # Always run the unconditional half when guiding; skip it otherwise to halve the cost.
+        # Run the unconditional half only when guiding: it doubles the cost.
         guided = guidance_scale != 1.0
-        if guided:
-            both = Condition(
-                texts=condition.texts * 2,
-                image_embeddings=None
-                if condition.image_embeddings is None
-                else torch.cat([condition.image_embeddings, condition.image_embeddings]),
-                drop=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]),
-            )
-        else:
-            both = Condition(texts=condition.texts, image_embeddings=condition.image_embeddings)
+        both = with_unconditional(condition) if guided else Condition(
+            texts=condition.texts, image_embeddings=condition.image_embeddings)
         embeds, mask = self._condition_prefix(both)
         cache = DynamicCache(config=self.model.config.text_config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
