@@ -12,6 +12,7 @@ Two implementations behind one small interface:
 
 from __future__ import annotations
 
+import abc
 import json
 from pathlib import Path
 
@@ -24,18 +25,20 @@ from reca.fileio import atomic_path
 CODEBOOK_FILE = "image_tokenizer.safetensors"
 
 
-class ImageTokenizer(nn.Module):
+class ImageTokenizer(nn.Module, abc.ABC):
     """Interface: ``encode`` pixels in [-1, 1] to (B, T) ids, ``decode`` back."""
 
     num_codes: int
     grid: int  # tokens per side
     image_size: int  # pixels per side of decoded images
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, H, W) in [-1, 1] to tokens."""
 
-    def decode(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Tokens back to pixels (B, 3, H, W) in [-1, 1]."""
 
     @property
     def num_tokens(self) -> int:

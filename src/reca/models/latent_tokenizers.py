@@ -17,6 +17,7 @@ The masked-token and MAR generation branches (:mod:`reca.models.masked`,
 
 from __future__ import annotations
 
+import abc
 import math
 
 import torch
@@ -77,7 +78,7 @@ class VQModelTokenizer(ImageTokenizer):
         return self.vq.decode(quant, force_not_quantize=True).sample.float().clamp(-1, 1)
 
 
-class LatentTokenizer(nn.Module):
+class LatentTokenizer(nn.Module, abc.ABC):
     """Interface: ``encode`` pixels in [-1, 1] to continuous tokens (B, grid*grid, token_dim), ``decode`` back."""
 
     token_dim: int
@@ -88,11 +89,13 @@ class LatentTokenizer(nn.Module):
     def num_tokens(self) -> int:
         return self.grid * self.grid
 
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, H, W) in [-1, 1] to tokens."""
 
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens back to pixels (B, 3, H, W) in [-1, 1]."""
 
 
 class PatchLatents(LatentTokenizer):
