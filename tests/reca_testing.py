@@ -311,6 +311,8 @@ class FakeTracker:
     """Records what a stage logs through its :class:`reca.tracking.mlflow_run.StageRun` handle."""
 
     def __init__(self):
+        self.active = False  # like a StageRun on a non-zero rank: nothing reaches MLflow
+        self.run_id = None
         self.metrics: dict = {}
         self.artifacts: list = []
         self.tags: dict = {}

@@ -57,7 +57,7 @@ def _training_stage(args: argparse.Namespace, stage: str, call) -> dict:  # noqa
 
     from reca.tracking.mlflow_run import stage_run
     from reca.tracking.reachability import ensure_reachable
-    from reca.training.launch import launch_command, needs_launch, worker_environment
+    from reca.training.launch import LaunchError, launch_command, needs_launch, worker_environment
 
     params, model = _params(args, stage), _params(args, "model")
     ensure_reachable(fallback_local=params.mlflow_fallback_local)
@@ -70,7 +70,7 @@ def _training_stage(args: argparse.Namespace, stage: str, call) -> dict:  # noqa
         print("reca: launching " + " ".join(cmd), file=sys.stderr, flush=True)
         done = subprocess.run(cmd, env=worker_environment(run.run_id), check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"{stage} workers failed (exit {done.returncode}); their output is above")
+            raise LaunchError(f"{stage} workers failed (exit {done.returncode}); their output is above")
     return {"launched": cmd, "processes": params.processes, "hostfile": params.hostfile}
 
 
@@ -377,10 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reca {args.command}: error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        # Errors we raise with a fix in the message (unreachable tracking server, failed workers).
+        # Errors we raise with the fix in the message: an unreachable tracking server, failed workers.
         from reca.tracking.reachability import TrackingUnreachableError
+        from reca.training.launch import LaunchError
 
-        if not isinstance(err, TrackingUnreachableError) and "workers failed" not in str(err):
+        if not isinstance(err, (TrackingUnreachableError, LaunchError)):
             raise
         print(f"reca {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -208,7 +208,7 @@ def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, mo
         recon[name] = recon_out
         recon["input"] = recon_in
         tracker.log_metrics({f"{name}.{k}": v for k, v in metrics[name].items()})
-        if getattr(tracker, "active", False):
+        if tracker.active:
             # The registered model version (if `train` registered this directory) carries its scores.
             tag_version_with_metrics(directory, {k: v for k, v in metrics[name].items()
                                                  if isinstance(v, (int, float))})

@@ -42,6 +42,10 @@ EXPERIMENT_ENV = "RECA_EXPERIMENT"
 DEFAULT_EXPERIMENT = "reca"
 
 
+#: set by `reca train`'s launcher for its workers: the MLflow run rank 0 logs into
+STAGE_RUN_ENV = "RECA_STAGE_RUN_ID"
+
+
 def store_root(root: str | Path) -> Path:
     """Directory holding the local store: ``DVC_ROOT`` under DVC, else ``root``."""
     return Path(os.environ.get(DVC_ROOT_ENV) or root).resolve()
@@ -136,7 +140,7 @@ def stage_run(stage: str, root: str | Path = ".", params_file: str | Path | None
         return
     import mlflow
 
-    launched_run = os.environ.get("RECA_STAGE_RUN_ID")
+    launched_run = os.environ.get(STAGE_RUN_ENV)
     if launched_run:
         # A worker started by `reca train`'s launcher: log into the launcher's run,
         # which the launcher (not this worker) finishes or fails.

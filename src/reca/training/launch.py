@@ -18,9 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reca.params import OptimParams
+from reca.tracking.mlflow_run import STAGE_RUN_ENV
 
 WORKER_ENV = "RECA_LAUNCHED"
-RUN_ID_ENV = "RECA_STAGE_RUN_ID"
+
+
+class LaunchError(RuntimeError):
+    """The launched worker processes failed."""
+
 
 
 def inside_launched_worker() -> bool:
@@ -67,5 +72,5 @@ def worker_environment(run_id: str | None) -> dict[str, str]:
     env = dict(os.environ)
     env[WORKER_ENV] = "1"
     if run_id:
-        env[RUN_ID_ENV] = run_id
+        env[STAGE_RUN_ENV] = run_id
     return env
