@@ -16,10 +16,6 @@
 #            reca report --exp res-low --exp res-high
 #            make mlflow-ui   (experiment `reca`, Training runs: filter tags.dvc.exp_name)
 #
-# Not expressible with today's stage graph (see README, "Ablations"):
-#   * understanding embeddings vs VAE latents as the condition: needs the flow-matching / MAR
-#     adapters, whose condition can be VAE latents;
-#   * RecA->SFT: `train` always runs after `sft`; running SFT after RecA needs a second SFT stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,9 +59,22 @@ exp blur-off -S degrade.downup_factor=1.0 -S degrade.blur_sigma=0.0
 exp i2t-0 -S train.lambda_i2t=0.0
 exp i2t-1 -S train.lambda_i2t=1.0
 
+# Where the condition comes from (paper: the understanding encoder's embeddings beat the
+# generation encoder's VAE latents). cond-vae-latents puts the generation tokenizer's codes of
+# the same degraded image, through the generation embedding, where h_v goes (janus_ar and
+# showo_masked implement it). cond-understanding is the default: DVC replays its results.
+exp cond-understanding -S train.condition=understanding
+exp cond-vae-latents -S train.condition=generation_latents
+
 # Control (SCIENCE.md): the same unbiased images with h_v removed from the condition
 # (template only); a RecA gain over this control is a gain from h_v.
 exp cond-template-only -S train.condition=template_only
+
+# Order (paper: SFT then RecA). Both spend 1500 SFT steps and train.steps RecA steps;
+# order-reca-sft moves the last 500 SFT steps after RecA (the post_sft stage). On the
+# from-scratch default `sft` also builds the model, so some SFT always comes first.
+exp order-sft-reca -S sft.steps=1500 -S post_sft.steps=0
+exp order-reca-sft -S sft.steps=1000 -S post_sft.steps=500
 
 for name in "${SELECTED[@]}"; do
   if [[ -z ${OVERRIDES[$name]+set} ]]; then

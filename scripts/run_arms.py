@@ -138,14 +138,27 @@ def summary_table(results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -
     return rows, "\n".join(lines) + "\n"
 
 
+def per_run_table(results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -> str:
+    """Every run's scores, one row per (arm, seed), as a markdown table (percent for accuracies)."""
+    metrics = [m for m in SUMMARY_METRICS if any(m in v for v in results.values())]
+    lines = ["| arm | seed | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for (arm, seed), values in results.items():
+        cells = [("–" if m not in values else
+                  f"{float(values[m]):.2f}" if m.startswith("recon_") else f"{100 * float(values[m]):.1f}")
+                 for m in metrics]
+        lines.append(f"| {arm} | {'–' if seed is None else seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(out: Path, results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -> dict[str, Any]:
-    """Write ``arms.csv``, ``arms.md`` and ``arms.json``; return the JSON content."""
+    """Write ``arms.csv``, ``arms.md`` (means ± std, then every run) and ``arms.json``; return the JSON content."""
     rows = long_rows(results)
     with open(out / "arms.csv", "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["arm", "seed", "metric", "value"])
         writer.writeheader()
         writer.writerows(rows)
     summary, markdown = summary_table(results)
+    markdown += "\nEvery run:\n\n" + per_run_table(results)
     (out / "arms.md").write_text(markdown, encoding="utf-8")
     content = {"runs": rows, "summary": summary}
     (out / "arms.json").write_text(json.dumps(content, indent=2), encoding="utf-8")

@@ -13,7 +13,7 @@ from reca.cli import build_parser, main
 def test_every_subcommand_has_help(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public listing
-    assert {"curate", "degrade", "sft", "embed", "train", "evaluate"} <= set(commands)
+    assert {"curate", "degrade", "sft", "embed", "train", "post-sft", "evaluate"} <= set(commands)
     for name in commands:
         with pytest.raises(SystemExit) as exit_info:
             main([name, "--help"])

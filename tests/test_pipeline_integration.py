@@ -19,11 +19,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["curate", "degrade", "sft", "embed", "train", "evaluate"]
+STAGES = ["curate", "degrade", "sft", "embed", "train", "post_sft", "evaluate"]
 
 
 def _env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RECA_"))}
+    # Tests that trained in-process left a world-of-one's RANK/WORLD_SIZE behind: not a launched worker here.
+    launcher_vars = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_TRACKING", "RECA_")) and k not in launcher_vars}
     env.update({
         "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost",
@@ -149,3 +152,29 @@ def test_train_relaunches_itself_across_two_processes(pipeline_copy):
     assert latest.data.params["deepspeed.world_size"] == "2"
     assert [m.step for m in client.get_metric_history(latest.info.run_id, "loss_reca")] == [2, 4]
     assert (pipeline_copy / "models" / "reca" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_condition_and_order_ablations_run_as_dvc_experiments(pipeline_copy):
+    # The mechanism of scripts/ablations.sh's cond-vae-latents and order-reca-sft, on the shrunken default.
+    experiments = {
+        "cond-vae-latents": ["-S", "train.condition=generation_latents"],
+        "order-reca-sft": ["-S", "sft.steps=4", "-S", "post_sft.steps=2", "-S", "post_sft.checkpoint_every=2"],
+    }
+    for name, overrides in experiments.items():
+        _run([str(BIN / "dvc"), "exp", "run", "--temp", "-n", name, *overrides], pipeline_copy, timeout=900)
+    shown = json.loads(_run([str(BIN / "dvc"), "exp", "show", "--json"], pipeline_copy).stdout)
+    text = json.dumps(shown)
+    for name in experiments:
+        assert f'"{name}"' in text
+    assert "generation_latents" in text and "reca" in text
+    client, runs = _mlflow_runs(pipeline_copy)
+    by_exp = {}
+    for run in runs:
+        by_exp.setdefault(run.data.tags.get("dvc.exp_name"), []).append(run)
+    stages = {r.data.tags.get("reca.stage") for r in by_exp["order-reca-sft"]}
+    assert {"sft", "train", "post_sft", "evaluate"} <= stages
+    post = next(r for r in by_exp["order-reca-sft"] if r.data.tags.get("reca.stage") == "post_sft")
+    assert post.data.params["post_sft.steps"] == "2"
+    train = next(r for r in by_exp["cond-vae-latents"] if r.data.tags.get("reca.stage") == "train")
+    assert train.data.params["train.condition"] == "generation_latents"

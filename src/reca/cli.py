@@ -81,6 +81,13 @@ def _cmd_sft(args: argparse.Namespace) -> dict:
                                                                            args.output, run))
 
 
+def _cmd_post_sft(args: argparse.Namespace) -> dict:
+    from reca.stages import sft
+
+    return _training_stage(args, "post_sft", lambda params, model, run: sft.run_post(
+        params, model, args.degraded, args.model_dir, args.output, run))
+
+
 def _cmd_embed(args: argparse.Namespace) -> dict:
     from reca.params import flatten
     from reca.stages import embed
@@ -210,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reca",
         description="Reconstruction Alignment (RecA) post-training for unified multimodal models. "
-        "curate, degrade, sft, embed, train and evaluate are the DVC stages `dvc repro` runs in order; "
+        "curate, degrade, sft, embed, train, post-sft and evaluate are the DVC stages `dvc repro` runs in "
+        "order; "
         "generate and edit use a trained model; report writes an HTML report of MLflow runs; the rest "
         "make data, check params and list adapters.",
         epilog="Run `reca <command> --help` for a command's inputs and outputs.",
@@ -260,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default="models/sft", help="the model to start from (default: models/sft)")
     p.add_argument("--embeddings", default="data/embeddings", help="embed stage cache of h_v features (default: data/embeddings)")
     p.add_argument("--output", default="models/reca", help="where the RecA model goes (default: models/reca)")
+
+    p = add("post-sft", _cmd_post_sft, "SFT after RecA (params section post_sft): the RecA->SFT order of the "
+            "paper's ablation. With post_sft.steps 0 (the default) the RecA model passes through unchanged as "
+            "the final model that evaluate scores.")
+    p.add_argument("--degraded", default="data/degraded", help="degrade stage output (default: data/degraded)")
+    p.add_argument("--model-dir", default="models/reca", help="the RecA model (default: models/reca)")
+    p.add_argument("--output", default="models/final", help="where the final model goes (default: models/final)")
 
     p = add("evaluate", _cmd_evaluate, "GenEval scores (six tasks, GenEval's rules) and reconstruction "
             "fidelity (PSNR, SSIM, h_v cosine) of several models on the same prompts and seeds; writes metrics, "

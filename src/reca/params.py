@@ -152,7 +152,7 @@ class OptimParams(Section):
         "cosine", description="After linear warmup: cosine decay to min_lr_ratio, or constant."
     )
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0, description="Cosine floor as a fraction of lr.")
-    warmup_steps: int = Field(20, ge=0)
+    warmup_steps: int = Field(20, ge=1, description="Linear warmup steps (DeepSpeed's schedulers need at least 1).")
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0.0, description="Global gradient-norm clip (0 = off).")
@@ -190,10 +190,9 @@ class OptimParams(Section):
         return self
 
 
-class SFTParams(OptimParams):
-    """``sft``: caption->image and image->caption fine-tuning (from scratch on the default world)."""
+class SFTObjectiveParams(OptimParams):
+    """Caption->image and image->caption training: what `sft` and `post_sft` share."""
 
-    enabled: bool = Field(True, description="false: pass `model.pretrained` through unchanged.")
     lambda_t2i: float = Field(1.0, ge=0.0)
     lambda_i2t: float = Field(1.0, ge=0.0)
     freeze: list[str] = Field(
@@ -201,10 +200,46 @@ class SFTParams(OptimParams):
         description="Parts kept frozen (a model trained from scratch must train its understanding encoder).",
     )
 
+    @property
+    def trains(self) -> bool:
+        """Whether the stage trains at all (otherwise it passes a model through)."""
+        return True
+
     @model_validator(mode="after")
-    def _check_sft_terms(self) -> SFTParams:
-        if self.enabled and self.lambda_t2i + self.lambda_i2t == 0:
-            raise ValueError("at least one of lambda_t2i, lambda_i2t must be positive when enabled")
+    def _check_sft_terms(self) -> SFTObjectiveParams:
+        if self.trains and self.lambda_t2i + self.lambda_i2t == 0:
+            raise ValueError("at least one of lambda_t2i, lambda_i2t must be positive")
+        return self
+
+
+class SFTParams(SFTObjectiveParams):
+    """``sft``: caption->image and image->caption fine-tuning (from scratch on the default world)."""
+
+    enabled: bool = Field(True, description="false: pass `model.pretrained` through unchanged.")
+
+    @property
+    def trains(self) -> bool:
+        return self.enabled
+
+
+class PostSFTParams(SFTObjectiveParams):
+    """``post_sft``: SFT after RecA, the RecA->SFT order of the paper's ablation (0 steps: none).
+
+    With ``steps: 0`` (the default) the RecA model passes through unchanged as
+    the final model; the ablation moves SFT steps from ``sft`` to here.
+    """
+
+    steps: int = Field(0, ge=0, description="SFT steps after RecA (0 = none: models/reca is the final model).")
+    warmup_steps: int = Field(10, ge=1)
+
+    @property
+    def trains(self) -> bool:
+        return self.steps > 0
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> PostSFTParams:
+        if self.trains:
+            OptimParams._check_schedule(self)
         return self
 
 
@@ -221,8 +256,10 @@ class TrainParams(OptimParams):
     use_embedding_cache: bool = Field(
         True, description="Read h_v from the `embed` cache (requires the understanding encoder frozen)."
     )
-    condition: Literal["understanding", "template_only"] = Field(
-        "understanding", description="template_only removes h_v from the condition (control arm)."
+    condition: Literal["understanding", "template_only", "generation_latents"] = Field(
+        "understanding",
+        description="template_only removes h_v from the condition (control arm); generation_latents puts the "
+        "generation encoder's latents of the same degraded image in its place (the paper's VAE ablation).",
     )
     template_file: str | None = Field(None, description="One template per line; null = the built-in bank.")
     copy_warn_ratio: float = Field(
@@ -332,6 +369,7 @@ SECTIONS: dict[str, type[Section]] = {
     "sft": SFTParams,
     "embed": EmbedParams,
     "train": TrainParams,
+    "post_sft": PostSFTParams,
     "evaluate": EvaluateParams,
 }
 

@@ -56,6 +56,8 @@ def test_tables_per_arm_seed_and_metric(tmp_path: Path) -> None:
     assert overall["mean"] == pytest.approx(0.4) and overall["std"] == pytest.approx(0.1414, abs=1e-3)
     table = (tmp_path / "arms.md").read_text()
     assert "| b_reca_sft | 2 | 40.0 ± 14.1 | 70.0 ± 14.1 | 21.0 ± 1.4 |" in table
+    # ... and every run on its own row.
+    assert "| b_reca_sft | 1 | 50.0 | 80.0 | 22.00 |" in table and "| sft | – | 20.0 | 50.0 | – |" in table
     assert json.loads((tmp_path / "arms.json").read_text())["runs"] == content["runs"]
 
 

@@ -58,6 +58,13 @@ def test_each_pair_differs_in_the_one_thing_it_ablates():
     assert differing("blur-on", "blur-off") == {"degrade.blur_sigma"}
     assert differing("i2t-0", "i2t-1") == {"train.lambda_i2t"}
     assert commands["i2t-0"]["train.lambda_i2t"] == 0 and commands["i2t-1"]["train.lambda_i2t"] == 1
+    assert differing("cond-understanding", "cond-vae-latents") == {"train.condition"}
+    assert commands["cond-vae-latents"]["train.condition"] == "generation_latents"
+    # The order pair moves SFT steps after RecA and keeps the total.
+    assert differing("order-sft-reca", "order-reca-sft") == {"sft.steps", "post_sft.steps"}
+    for name in ("order-sft-reca", "order-reca-sft"):
+        assert commands[name]["sft.steps"] + commands[name]["post_sft.steps"] == 1500
+    assert commands["order-sft-reca"]["post_sft.steps"] == 0 < commands["order-reca-sft"]["post_sft.steps"]
 
 
 def test_every_ablation_command_is_documented_in_the_readme():

@@ -32,7 +32,8 @@ def test_dropped_samples_read_the_unconditional_prompt_without_their_image():
     h_v = torch.arange(3.0).view(3, 1, 1).expand(3, 2, 4)
     rows, kept = effective_rows(Condition(texts=["a", "b", "c"], image_embeddings=h_v,
                                           drop=torch.tensor([False, True, False])))
-    assert [(r.text, r.with_image) for r in rows] == [("a", True), (UNCONDITIONAL_TEXT, False), ("c", True)]
+    n = h_v.shape[1]
+    assert [(r.text, r.image_tokens) for r in rows] == [("a", n), (UNCONDITIONAL_TEXT, 0), ("c", n)]
     assert torch.equal(kept[:, 0, 0], torch.tensor([0.0, 2.0]))
     _, none = effective_rows(Condition(texts=["a"], image_embeddings=h_v[:1], drop=torch.tensor([True])))
     assert none is None
@@ -47,13 +48,13 @@ def test_with_unconditional_stacks_conditional_then_dropped_copies():
 
 def test_chat_prompt_has_one_bos_and_the_whole_image_block(prompter):
     tok = prompter.tokenizer
-    ids = prompter.ids(TEXTS[2], True)
+    ids = prompter.ids(TEXTS[2], prompter.num_image_tokens)
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     assert ids.count(prompter.image_token_id) == 3
     start = ids.index(tok.convert_tokens_to_ids(tt.BOI))
     assert ids[start + 4] == tok.convert_tokens_to_ids(tt.EOI)
-    assert prompter.image_token_id not in prompter.ids(TEXTS[2], False)
-    assert tok.convert_tokens_to_ids(tt.ASSISTANT) in prompter.ids(TEXTS[2], False)[-2:]  # generation prompt
+    assert prompter.image_token_id not in prompter.ids(TEXTS[2], 0)
+    assert tok.convert_tokens_to_ids(tt.ASSISTANT) in prompter.ids(TEXTS[2], 0)[-2:]  # generation prompt
 
 
 def test_unknown_image_token_is_rejected():

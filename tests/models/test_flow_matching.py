@@ -14,6 +14,7 @@ from reca.data.transforms import to_pil, to_tensor
 from reca.models import qwen_vl, registry
 from reca.models.base import Condition
 from reca.models.flow_matching import FlowMatchingAdapter, TinyFlowParams
+from reca.objectives.reca import RecAObjective
 from reca.params import ParamsError, parse_section
 from reca_testing import (
     TEXTS,
@@ -224,3 +225,9 @@ def test_tiny_params_reject_shapes_qwen_cannot_take():
 def test_unknown_latent_space_names_the_choices():
     with pytest.raises(ValueError, match="patch_latents, patch_kmeans, autoencoder_kl, autoencoder_dc"):
         build(image_tokenizer="janus_vq")
+
+
+def test_generation_latent_condition_is_refused_with_the_reason(adapter):
+    # The LLM never reads VAE latents here (they reach the DiT through the connector only).
+    with pytest.raises(ValueError, match="cannot condition on its generation latents"):
+        RecAObjective(adapter, condition="generation_latents")

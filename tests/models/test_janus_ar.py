@@ -77,6 +77,23 @@ def test_h_v_changes_the_condition(tiny_adapter):
     assert not torch.allclose(a, b)
 
 
+def test_latent_condition_feeds_the_vq_codes_back_through_the_generation_embeddings(tiny_adapter):
+    adapter = tiny_adapter.eval()
+    pixels = tiny_pixels(2)
+    with torch.no_grad():
+        latents = adapter.latent_condition(pixels)
+        expected = adapter.model.prepare_embeddings_for_image_generation(adapter.image_tokenizer.encode(pixels))
+        assert torch.equal(latents, expected)
+        assert latents.shape[1] == adapter.tokens_per_image != adapter.num_understanding_tokens
+        # The prompt grows as many placeholders as the condition has tokens.
+        prefix, _ = adapter._condition_prefix(Condition(texts=[TEXTS[2]] * 2, image_embeddings=latents))
+        h_v_prefix, _ = adapter._condition_prefix(_reca_condition(adapter, pixels))
+        assert prefix.shape[1] - h_v_prefix.shape[1] == adapter.tokens_per_image - adapter.num_understanding_tokens
+        # Half-size input is resized to the tokenizer's side first.
+        small = torch.nn.functional.avg_pool2d(pixels, 2)
+        assert adapter.latent_condition(small).shape == latents.shape
+
+
 def test_save_load_round_trip_reproduces_loss(tiny_adapter, tmp_path):
     adapter = tiny_adapter.eval()
     pixels = tiny_pixels(3)

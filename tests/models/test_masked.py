@@ -9,6 +9,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
 from reca.models import registry
+from reca.models.base import Condition
 from reca.models.image_tokenizers import PatchKMeansTokenizer
 from reca.models.latent_tokenizers import VQModelTokenizer
 from reca.models.masked import MaskedTokenModules, ShowOMaskedAdapter, TinyMaskedParams
@@ -163,3 +164,15 @@ def test_training_masks_cover_the_schedule_and_never_mask_nothing():
     assert counts.min() >= 1 and counts.max() == 16
     # E[cos(pi/2 u)] = 2/pi of the tokens masked on average.
     assert abs(counts.mean().item() / 16 - 2 / math.pi) < 0.05
+
+
+def test_latent_condition_is_the_image_token_embedding_of_the_codes():
+    adapter = build().eval()
+    pixels = tiny_pixels(2)
+    latents = adapter.latent_condition(pixels)
+    assert latents.shape == (2, adapter.num_image_tokens, adapter.llm.config.hidden_size)
+    codes = adapter.image_tokenizer.encode(pixels)
+    assert torch.equal(latents, adapter.token_modules.embeddings(codes))
+    # A prompt with as many placeholders as the latents have tokens carries them.
+    condition = Condition(texts=[TEXTS[2]] * 2, image_embeddings=latents)
+    assert torch.isfinite(adapter.generation_loss(condition, pixels))

@@ -52,14 +52,37 @@ def test_cached_features_and_live_encoder_give_the_same_loss(tiny_adapter):
 
 def test_template_only_control_ignores_h_v(tiny_adapter):
     obj = RecAObjective(tiny_adapter.eval(), lambda_reca=1.0, lambda_i2t=0.0, lambda_t2i=0.0,
-                        use_understanding=False)
+                        condition="template_only")
     a, b = _batch(tiny_adapter), _batch(tiny_adapter)
     b.reconstruction.features = torch.randn_like(b.reconstruction.features)
     with torch.no_grad():
         assert torch.equal(obj(a)[0], obj(b)[0])
-    obj.use_understanding = True
+    obj.condition = "understanding"
     with torch.no_grad():
         assert not torch.equal(obj(a)[0], obj(b)[0])
+
+
+def test_generation_latent_condition_reads_the_degraded_pixels_not_h_v(tiny_adapter):
+    obj = RecAObjective(tiny_adapter.eval(), lambda_reca=1.0, lambda_i2t=0.0, lambda_t2i=0.0,
+                        condition="generation_latents")
+    a = _batch(tiny_adapter, features=False)
+    other_pixels = _batch(tiny_adapter, features=False)
+    other_pixels.reconstruction.pixels = tiny_pixels(3, seed=7)
+    with torch.no_grad():
+        base = obj(a)[0]
+        assert not torch.equal(base, obj(other_pixels)[0])
+        # The condition is the generation encoder's codes, not h_v: it differs from the RecA loss.
+        obj.condition = "understanding"
+        assert not torch.equal(base, obj(a)[0])
+    obj.condition = "generation_latents"
+    a.reconstruction.pixels = None
+    with pytest.raises(ValueError, match="understanding pixels"):
+        obj(a)
+
+
+def test_unknown_or_unsupported_condition_is_refused(tiny_adapter):
+    with pytest.raises(ValueError, match="expected one of"):
+        RecAObjective(tiny_adapter, condition="vae")
 
 
 def test_missing_batch_part_is_a_clear_error(tiny_adapter):

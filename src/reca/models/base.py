@@ -46,6 +46,22 @@ class Condition:
             raise ValueError(f"drop mask shape {tuple(self.drop.shape)} != ({n},)")
 
 
+class LatentConditioned(abc.ABC):
+    """An adapter that can condition reconstruction on its generation encoder's latents instead of ``h_v``.
+
+    The paper's ablation of the condition's source (understanding embeddings
+    vs VAE latents): the same degraded image enters through the generation
+    branch's own encoder (VQ-VAE codes, VAE latents) and that branch's input
+    embedding, in the slot where ``h_v`` would go. Adapters whose language
+    model never reads generation latents (flow matching through a query
+    connector) do not offer it.
+    """
+
+    @abc.abstractmethod
+    def latent_condition(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Generation-encoder latents of ``pixels`` in [-1, 1], in the model's input space (B, N, D)."""
+
+
 class UMMAdapter(nn.Module, abc.ABC):
     """One unified multimodal model behind the interface RecA needs.
 

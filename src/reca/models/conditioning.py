@@ -40,10 +40,10 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class PromptRow:
-    """One sample's prompt after dropout: its text, and whether ``h_v`` is spliced in."""
+    """One sample's prompt after dropout: its text, and how many image embeddings are spliced in (0: none)."""
 
     text: str
-    with_image: bool
+    image_tokens: int
 
 
 def effective_rows(condition: Condition) -> tuple[list[PromptRow], torch.Tensor | None]:
@@ -60,8 +60,9 @@ def effective_rows(condition: Condition) -> tuple[list[PromptRow], torch.Tensor 
     n = len(condition.texts)
     drop = condition.drop if condition.drop is not None else torch.zeros(n, dtype=torch.bool)
     has_image = condition.image_embeddings is not None
+    image_tokens = condition.image_embeddings.shape[1] if has_image else 0
     rows = [
-        PromptRow(UNCONDITIONAL_TEXT, False) if dropped else PromptRow(text, has_image)
+        PromptRow(UNCONDITIONAL_TEXT, 0) if dropped else PromptRow(text, image_tokens)
         for text, dropped in zip(condition.texts, drop.tolist(), strict=True)
     ]
     kept = None
@@ -106,19 +107,27 @@ class ChatPrompter:
             raise ValueError(f"tokenizer has no image placeholder token {image_token!r}")
         self.tokenizer = tokenizer
         self.image_token_id = int(image_id)
-        self.image_block = image_start + image_token * num_image_tokens + image_end
+        self.image_token = image_token
+        self.image_start = image_start
+        self.image_end = image_end
         self.num_image_tokens = num_image_tokens
-        self._cache: dict[tuple[str, bool], tuple[int, ...]] = {}
+        self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
 
-    def ids(self, text: str, with_image: bool) -> tuple[int, ...]:
-        """Token ids of the user turn plus the assistant's generation prompt."""
-        key = (text, with_image)
+    def ids(self, text: str, image_tokens: int) -> tuple[int, ...]:
+        """Token ids of the user turn plus the assistant's generation prompt.
+
+        ``image_tokens`` placeholders come first (0: a text-only turn); the
+        understanding encoder's count is :attr:`num_image_tokens`, a latent
+        condition brings its own.
+        """
+        key = (text, image_tokens)
         if key not in self._cache:
-            self._cache[key] = self._render(text, with_image)
+            self._cache[key] = self._render(text, image_tokens)
         return self._cache[key]
 
-    def _render(self, text: str, with_image: bool) -> tuple[int, ...]:
-        content = f"{self.image_block}\n{text}" if with_image else text
+    def _render(self, text: str, image_tokens: int) -> tuple[int, ...]:
+        block = self.image_start + self.image_token * image_tokens + self.image_end
+        content = f"{block}\n{text}" if image_tokens else text
         tok = self.tokenizer
         if tok.chat_template:
             rendered = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
@@ -129,9 +138,9 @@ class ChatPrompter:
         # Templates differ on BOS: add it once when the tokenizer has one and the template did not.
         if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
             ids.insert(0, tok.bos_token_id)
-        if with_image and ids.count(self.image_token_id) != self.num_image_tokens:
+        if ids.count(self.image_token_id) != image_tokens:
             raise ValueError(
-                f"the chat template kept {ids.count(self.image_token_id)} of {self.num_image_tokens} image "
+                f"the chat template kept {ids.count(self.image_token_id)} of {image_tokens} image "
                 "placeholders: the tokenizer must treat the placeholder as one special token"
             )
         return tuple(ids)
@@ -184,7 +193,7 @@ def caption_batch(prompter: ChatPrompter, instructions: Sequence[str], captions:
     Labels are :data:`IGNORE_INDEX` everywhere but the caption and its EOS, so
     a next-token loss on ``labels[:, 1:]`` supervises exactly the answer.
     """
-    prompts = [list(prompter.ids(instruction, True)) for instruction in instructions]
+    prompts = [list(prompter.ids(instruction, prompter.num_image_tokens)) for instruction in instructions]
     answers = [prompter.answer_ids(caption) for caption in captions]
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} instructions for {len(answers)} captions")

@@ -341,7 +341,7 @@ class FlowMatchingAdapter(UMMAdapter):
         """The transformer's conditioning sequence (B, N, caption_channels) for a condition."""
         rows, h_v = effective_rows(condition)
         n = self.queries.num_queries
-        ids, mask = left_pad([[*self.prompter.ids(r.text, r.with_image), *[self.pad_id] * n] for r in rows],
+        ids, mask = left_pad([[*self.prompter.ids(r.text, r.image_tokens), *[self.pad_id] * n] for r in rows],
                              self.pad_id, self._device)
         hidden = self._read(ids, mask, h_v, tail=self.queries(len(rows)))
         return self.connector(hidden[:, -n:])

@@ -35,9 +35,10 @@ from transformers import (
 
 from reca.fileio import atomic_dir
 from reca.models import text_tokenizer as tt
-from reca.models.base import Condition, UMMAdapter
+from reca.models.base import Condition, LatentConditioned, UMMAdapter
 from reca.models.conditioning import with_unconditional
 from reca.models.image_tokenizers import ImageTokenizer, JanusVQTokenizer, PatchKMeansTokenizer
+from reca.models.masked_common import resize_to
 from reca.models.registry import ADAPTER_FILE, register, write_adapter_file
 from reca.models.sampling import guided_logits, sample_tokens
 from reca.params import Section
@@ -128,7 +129,7 @@ def tiny_janus_config(tiny: TinyJanusParams, tokenizer: PreTrainedTokenizerBase)
 
 
 @register("janus_ar")
-class JanusARAdapter(UMMAdapter):
+class JanusARAdapter(UMMAdapter, LatentConditioned):
     """RecA adapter for Janus-family models (shared understanding/generation backbone)."""
 
     default_frozen = ("understanding_encoder", "image_tokenizer")
@@ -247,18 +248,17 @@ class JanusARAdapter(UMMAdapter):
     def image_tokenizer(self) -> ImageTokenizer:
         return self._image_tokenizer
 
-    def _to_understanding_size(self, pixels: torch.Tensor) -> torch.Tensor:
-        size = self.understanding_size
-        if pixels.shape[-1] == size and pixels.shape[-2] == size:
-            return pixels
-        return F.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-
     def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = self._to_understanding_size(pixels).to(self._dtype)
+        pixels = resize_to(pixels, self.understanding_size).to(self._dtype)
         return self.model.model.vision_model(pixel_values=pixels).last_hidden_state
 
     def understanding_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         return self.model.model.aligner(features.to(self._dtype))
+
+    def latent_condition(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image's VQ codes through the generation embedding and aligner: what generated tokens feed back."""
+        codes = self._image_tokenizer.encode(resize_to(pixels, self.generation_size))
+        return self.model.prepare_embeddings_for_image_generation(codes)
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -266,10 +266,10 @@ class JanusARAdapter(UMMAdapter):
 
     # --------------------------------------------------------- prompt building
     @functools.lru_cache(maxsize=8192)  # noqa: B019 - templates and captions repeat every step
-    def _prompt_ids(self, text: str, with_image: bool) -> tuple[int, ...]:
+    def _prompt_ids(self, text: str, image_tokens: int) -> tuple[int, ...]:
         content = text
-        if with_image:
-            content = tt.IMAGE_PLACEHOLDER * self.num_understanding_tokens + "\n" + text
+        if image_tokens:
+            content = tt.IMAGE_PLACEHOLDER * image_tokens + "\n" + text
         messages = [{"role": "user", "content": content}]
         if self.tokenizer.chat_template:
             rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -302,10 +302,12 @@ class JanusARAdapter(UMMAdapter):
         transformers' Janus ``generate`` builds for classifier-free guidance.
         """
         with_image = condition.image_embeddings is not None
+        # h_v fills the encoder's token count; a latent condition fills as many slots as it has tokens.
+        image_tokens = condition.image_embeddings.shape[1] if with_image else 0
         drop = condition.drop if condition.drop is not None else torch.zeros(len(condition.texts), dtype=torch.bool)
         rows = []
         for text, dropped in zip(condition.texts, drop.tolist(), strict=True):
-            ids = [*self._prompt_ids(text, with_image), self.boi_id]
+            ids = [*self._prompt_ids(text, image_tokens), self.boi_id]
             if dropped:
                 ids = [i if i in (self.bos_id, self.boi_id) else self.pad_id for i in ids]
             rows.append(ids)
@@ -352,7 +354,7 @@ class JanusARAdapter(UMMAdapter):
         h_v = self.embed_images(pixels)
         rows, labels = [], []
         for instruction, caption in zip(instructions, captions, strict=True):
-            prompt = list(self._prompt_ids(instruction, True))
+            prompt = list(self._prompt_ids(instruction, self.num_understanding_tokens))
             answer = self.tokenizer(" " + caption, add_special_tokens=False).input_ids + [self.eos_id]
             rows.append(prompt + answer)
             labels.append([IGNORE] * len(prompt) + answer)

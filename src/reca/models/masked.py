@@ -42,7 +42,7 @@ from transformers import (
 )
 
 from reca.models import text_tokenizer as tt
-from reca.models.base import Condition
+from reca.models.base import Condition, LatentConditioned
 from reca.models.conditioning import with_unconditional
 from reca.models.image_tokenizers import ImageTokenizer, PatchKMeansTokenizer
 from reca.models.latent_tokenizers import VQModelTokenizer
@@ -89,7 +89,7 @@ class MaskedTokenModules(ModelMixin, ConfigMixin):
 
 
 @register("showo_masked")
-class ShowOMaskedAdapter(ImageBlockLMAdapter):
+class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
     """Masked image tokens (Show-o): LLM with omni-attention, MaskGIT schedule, CLIP/SigLIP h_v."""
 
     default_frozen = ("understanding_encoder", "image_tokenizer")
@@ -190,6 +190,11 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter):
 
     def understanding_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         return self.token_modules.projector(features.to(self._dtype))
+
+    def latent_condition(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image's VQ codes through the image-token embedding the image block reads."""
+        codes = self.image_tokenizer.encode(resize_to(pixels, self.generation_size).to(self._device))
+        return self.token_modules.embeddings(codes)
 
     # ------------------------------------------------------------------ losses
     def _token_logits(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -222,7 +222,7 @@ class ImageBlockLMAdapter(UMMAdapter):
     def _prefix(self, condition: Condition) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded condition embeddings (after CFG dropout) ending in ``<begin_of_image>``, and their mask."""
         rows, h_v = effective_rows(condition)
-        ids, mask = left_pad([[*self.prompter.ids(r.text, r.with_image), self.boi_id] for r in rows], self.pad_id,
+        ids, mask = left_pad([[*self.prompter.ids(r.text, r.image_tokens), self.boi_id] for r in rows], self.pad_id,
                              self._device)
         return self._embed(ids, h_v), mask
 

@@ -23,7 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from reca.models.base import Condition, UMMAdapter
+from reca.models.base import Condition, LatentConditioned, UMMAdapter
+
+#: where the reconstruction condition's image embeddings come from (``train.condition``)
+CONDITIONS = ("understanding", "template_only", "generation_latents")
 
 
 @dataclass
@@ -63,26 +66,46 @@ class RecAObjective(nn.Module):
         lambda_reca: float = 1.0,
         lambda_i2t: float = 1.0,
         lambda_t2i: float = 0.0,
-        use_understanding: bool = True,
+        condition: str = "understanding",
     ) -> None:
+        """
+        Args:
+            condition: ``understanding`` (RecA: template + ``h_v``), ``template_only``
+                (the control: ``h_v`` removed) or ``generation_latents`` (the paper's
+                ablation: the generation encoder's latents of the same degraded image
+                in ``h_v``'s place; adapters implementing
+                :class:`~reca.models.base.LatentConditioned`).
+
+        Raises:
+            ValueError: For an unknown condition, or ``generation_latents`` on an adapter without it.
+        """
         super().__init__()
+        if condition not in CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
+        if condition == "generation_latents" and not isinstance(adapter, LatentConditioned):
+            raise ValueError(f"adapter {adapter.name!r} cannot condition on its generation latents "
+                             "(its language model never reads them); use condition: understanding")
         self.adapter = adapter
         self.lambda_reca = lambda_reca
         self.lambda_i2t = lambda_i2t
         self.lambda_t2i = lambda_t2i
-        # False is the control arm: the template alone, with h_v removed from the condition.
-        self.use_understanding = use_understanding
+        self.condition = condition
+
+    def _condition_embeddings(self, batch: ReconstructionBatch) -> torch.Tensor | None:
+        if self.condition == "template_only":
+            return None
+        if self.condition == "understanding" and batch.features is not None:
+            return self.adapter.understanding_embeddings(batch.features)
+        if batch.pixels is None:
+            raise ValueError(f"a {self.condition} condition needs cached features or the degraded understanding "
+                             "pixels in the reconstruction batch")
+        if self.condition == "understanding":
+            return self.adapter.embed_images(batch.pixels)
+        return self.adapter.latent_condition(batch.pixels)
 
     def reconstruction_loss(self, batch: ReconstructionBatch) -> torch.Tensor:
-        h_v = None
-        if self.use_understanding:
-            features = batch.features
-            if features is None:
-                if batch.pixels is None:
-                    raise ValueError("reconstruction batch needs cached features or understanding pixels")
-                features = self.adapter.understanding_features(batch.pixels)
-            h_v = self.adapter.understanding_embeddings(features)
-        condition = Condition(texts=batch.templates, image_embeddings=h_v, drop=batch.drop)
+        condition = Condition(texts=batch.templates, image_embeddings=self._condition_embeddings(batch),
+                              drop=batch.drop)
         return self.adapter.generation_loss(condition, batch.targets)
 
     def forward(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:

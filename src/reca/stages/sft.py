@@ -5,6 +5,10 @@ patch codebook fitted on the captioned images) and trains it; with
 ``model.pretrained`` set it fine-tunes that checkpoint; with ``sft.enabled:
 false`` it passes the pretrained checkpoint through unchanged, so `train`
 always starts from ``models/sft``.
+
+`post_sft` (:func:`run_post`) is the same objective after RecA, for the
+RecA->SFT order of the paper's ablation; with 0 steps (the default) it passes
+``models/reca`` through as the final model.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from reca.data.dataset import ImageTable
+from reca.models.base import UMMAdapter
 from reca.objectives.reca import RecAObjective
 from reca.objectives.templates import CAPTION_INSTRUCTIONS, RECONSTRUCTION_TEMPLATES
-from reca.params import ModelParams, SFTParams, flatten
-from reca.stages.model_loading import initial_model
+from reca.params import ModelParams, PostSFTParams, SFTObjectiveParams, SFTParams, flatten
+from reca.stages.model_loading import initial_model, load_model_dir
 from reca.tracking.mlflow_run import StageRun
 from reca.training.batches import BatchPlanner
 from reca.training.distributed import init_distributed
+from reca.training.registration import read_pointer, write_pointer
 from reca.training.runs import checkpoint_dir, file_digest, run_training
 
 
@@ -44,6 +50,34 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
         images=captioned.pixels(range(len(captioned)), "generation"),
         seed=params.seed,
     )
+    inputs = {"degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"), "model": model.model_dump_json()}
+    return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "sft", root)
+
+
+def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path, model_dir: str | Path,
+             output_dir: str | Path, tracker: StageRun, root: str | Path = ".") -> dict[str, Any]:
+    """SFT the RecA model in ``model_dir`` for ``params.steps`` more steps (RecA->SFT); 0 steps passes it through."""
+    adapter = load_model_dir(model_dir, model)
+    captioned = ImageTable.from_manifest(degraded_dir, "captioned", require_caption=params.trains)
+    tracker.log_params({**flatten(model, "model"), "post_sft.steps": params.steps,
+                        "data.captioned_images": len(captioned)})
+    registered = read_pointer(model_dir)
+    if not params.trains:
+        adapter.save_pretrained(output_dir)
+        if registered is not None:  # the same weights: evaluate tags the version `train` registered
+            write_pointer(output_dir, registered)
+        return {"passed_through": str(model_dir)}
+    inputs = {"degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"), "model": file_digest(model_dir),
+              "model_params": model.model_dump_json()}
+    # The final model is a new version of the model `train` registered.
+    return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "post_sft", root,
+                      registered_model=None if registered is None else registered["name"])
+
+
+def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: ImageTable, inputs: dict[str, str],
+               output_dir: str | Path, tracker: StageRun, stage: str, root: str | Path,
+               registered_model: str | None = None) -> dict[str, Any]:
+    """The SFT objective (t2i + i2t on the captioned split) on ``adapter``, resumable under ``checkpoints/<stage>``."""
     adapter.set_frozen(params.freeze)
     objective = RecAObjective(adapter, lambda_reca=0.0, lambda_i2t=params.lambda_i2t, lambda_t2i=params.lambda_t2i)
     rank, world_size = init_distributed()
@@ -57,8 +91,6 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
         instructions=CAPTION_INSTRUCTIONS,
         captioned=captioned,
     )
-    inputs = {"degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"), "model": model.model_dump_json()}
-    ckpt = checkpoint_dir(root, "sft", params, inputs)
-    return run_training(objective, planner, params, ckpt, output_dir, tracker, "sft",
-                        frozen_parts=tuple(params.freeze))
-
+    ckpt = checkpoint_dir(root, stage, params, inputs)
+    return run_training(objective, planner, params, ckpt, output_dir, tracker, stage,
+                        frozen_parts=tuple(params.freeze), registered_model=registered_model)

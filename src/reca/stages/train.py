@@ -56,7 +56,7 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
         lambda_reca=params.lambda_reca,
         lambda_i2t=params.lambda_i2t,
         lambda_t2i=params.lambda_t2i,
-        use_understanding=params.condition == "understanding",
+        condition=params.condition,
     )
     rank, world_size = init_distributed()
     planner = BatchPlanner(

@@ -9,7 +9,6 @@ real DeepSpeed engine) runs on a laptop, under ``torchrun``, or under the
 from __future__ import annotations
 
 import os
-import socket
 
 import torch
 
@@ -21,10 +20,9 @@ def accelerator() -> str:
     return os.environ["DS_ACCELERATOR"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _launched() -> bool:
+    """Whether a launcher (torchrun, deepspeed, mpirun via env) set up a rendezvous for this process."""
+    return "MASTER_PORT" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def init_distributed() -> tuple[int, int]:
@@ -32,18 +30,15 @@ def init_distributed() -> tuple[int, int]:
     kind = accelerator()
     import deepspeed  # after DS_ACCELERATOR is set: it picks its accelerator at import
 
+    backend = "gloo" if kind == "cpu" else "nccl"
     if not torch.distributed.is_initialized():
-        defaults = {
-            "RANK": "0",
-            "LOCAL_RANK": "0",
-            "WORLD_SIZE": "1",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(_free_port()),
-        }
-        for key, value in defaults.items():
-            os.environ.setdefault(key, value)
-        deepspeed.init_distributed(dist_backend="gloo" if kind == "cpu" else "nccl", auto_mpi_discovery=False,
-                                   verbose=False)
+        if not _launched():
+            # A world of one needs no rendezvous. A TCP store on a "free" port can
+            # meet another job's store that took the port meanwhile and wait forever.
+            for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
+                os.environ.setdefault(key, value)
+            torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
+        deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
     return torch.distributed.get_rank(), torch.distributed.get_world_size()
 
 

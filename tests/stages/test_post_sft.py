@@ -1,0 +1,81 @@
+"""`post_sft` (reca.stages.sft.run_post): SFT after RecA for the RecA->SFT ablation, or a pass-through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from reca.data.transforms import to_pil
+from reca.params import ModelParams, PostSFTParams
+from reca.stages import degrade, sft
+from reca.training.registration import POINTER, read_pointer, write_pointer
+from reca_testing import TEXTS, FakeTracker, build_tiny_adapter, one_torch_thread, tiny_pixels
+
+_single_thread = pytest.fixture(autouse=True)(one_torch_thread)
+MODEL = ModelParams(adapter="janus_ar")
+REGISTERED = {"name": "reca-test", "version": "3", "run_id": "abc"}
+
+
+def _captioned_dir(root: Path, n: int = 6) -> Path:
+    """A hand-written `degrade` output with a captioned split at the tiny model's 16 px."""
+    rows = []
+    for i, image in enumerate(tiny_pixels(n, size=16, seed=5)):
+        rel = f"captioned/{i:02d}.png"
+        for kind in ("understanding", "generation"):
+            (root / kind / "captioned").mkdir(parents=True, exist_ok=True)
+            to_pil(image).save(root / kind / rel)
+        rows.append({"id": rel, "split": "captioned", "sha256": f"{i:064x}", "caption": TEXTS[i % 2],
+                     "understanding": f"understanding/{rel}", "generation": f"generation/{rel}"})
+    (root / degrade.MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def reca_model(tmp_path) -> Path:
+    path = tmp_path / "reca"
+    build_tiny_adapter().save_pretrained(path)
+    write_pointer(path, REGISTERED)
+    return path
+
+
+def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def test_zero_steps_pass_the_reca_model_through_with_its_registration(tmp_path, reca_model):
+    out = tmp_path / "final"
+    result = sft.run_post(PostSFTParams(), MODEL, _captioned_dir(tmp_path / "degraded"), reca_model, out,
+                          FakeTracker(), root=tmp_path)
+    assert result == {"passed_through": str(reca_model)}
+    before, after = _weights(reca_model), _weights(out)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    # The same weights: evaluate tags the version `train` registered.
+    assert read_pointer(out) == REGISTERED
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_steps_train_the_reca_model_on_the_captioned_split(tmp_path, reca_model):
+    params = PostSFTParams(steps=4, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=4, lr=1e-2)
+    out = tmp_path / "final"
+    tracker = FakeTracker()
+    result = sft.run_post(params, MODEL, _captioned_dir(tmp_path / "degraded"), reca_model, out, tracker,
+                          root=tmp_path)
+    assert {"loss_t2i", "loss_i2t"} <= set(result)
+    before, after = _weights(reca_model), _weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert tracker.params["post_sft.steps"] == 4
+    assert len(list((tmp_path / "checkpoints" / "post_sft").glob("*/latest"))) == 1
+    # Registration needs an active MLflow run; the pointer of the RecA model is not carried over.
+    assert not (out / POINTER).exists()
+
+
+def test_zero_steps_need_no_schedule_but_training_does():
+    assert not PostSFTParams().trains
+    with pytest.raises(ValueError, match="warmup_steps"):
+        PostSFTParams(steps=5, warmup_steps=5)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        PostSFTParams(steps=5, warmup_steps=0)  # DeepSpeed's warmup schedulers refuse 0
