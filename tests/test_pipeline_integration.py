@@ -159,7 +159,8 @@ def test_condition_and_order_ablations_run_as_dvc_experiments(pipeline_copy):
     # The mechanism of scripts/ablations.sh's cond-vae-latents and order-reca-sft, on the shrunken default.
     experiments = {
         "cond-vae-latents": ["-S", "train.condition=generation_latents"],
-        "order-reca-sft": ["-S", "sft.steps=4", "-S", "post_sft.steps=2", "-S", "post_sft.checkpoint_every=2"],
+        "order-reca-sft": ["-S", "sft.steps=4", "-S", "post_sft.steps=2", "-S", "post_sft.warmup_steps=1",
+                           "-S", "post_sft.checkpoint_every=2"],
     }
     for name, overrides in experiments.items():
         _run([str(BIN / "dvc"), "exp", "run", "--temp", "-n", name, *overrides], pipeline_copy, timeout=900)
