@@ -57,8 +57,12 @@ SUMMARY_METRICS = ("overall", "single_object", "two_object", "counting", "colors
                    "recon_hv_cosine")
 
 
-def arm_params(base: Mapping[str, Any], arm: str, seed: int, steps: int | None = None) -> dict[str, Any]:
+def arm_params(base: Mapping[str, Any], arm: str, seed: int, steps: int | None = None,
+               lambda_reca: float | None = None) -> dict[str, Any]:
     """params.yaml contents for one (arm, seed): the arm's ``train`` overrides on top of ``base``.
+
+    ``lambda_reca`` replaces the RecA weight of the arms that have a RecA term
+    (every arm but ``a_more_sft``, whose weight stays 0).
 
     Raises:
         KeyError: For an unknown arm.
@@ -70,6 +74,8 @@ def arm_params(base: Mapping[str, Any], arm: str, seed: int, steps: int | None =
     train = {**params.get("train", {}), **ARMS[arm], "seed": seed, "registered_model": None}
     if steps is not None:
         train["steps"] = steps
+    if lambda_reca is not None and ARMS[arm]["lambda_reca"] > 0:
+        train["lambda_reca"] = lambda_reca
     params["train"] = train
     parse_section("train", train)  # fail before anything runs
     return params
@@ -102,7 +108,7 @@ def run_arm(arm: str, seed: int, base: Mapping[str, Any], opts: argparse.Namespa
     run_dir = opts.out / arm / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     params_file = run_dir / "params.yaml"
-    params_file.write_text(yaml.safe_dump(arm_params(base, arm, seed, opts.steps), sort_keys=False),
+    params_file.write_text(yaml.safe_dump(arm_params(base, arm, seed, opts.steps, opts.lambda_reca), sort_keys=False),
                            encoding="utf-8")
     model_dir = run_dir / "model"
     if not (model_dir / "model.safetensors").exists():
@@ -172,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default: 0 1 2)")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS), help="arms to run (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="train.steps for every arm (default: params.yaml's)")
+    parser.add_argument("--lambda-reca", type=float, default=None,
+                        help="λ_reca of the arms with a RecA term, b, c and d (default: 1; a keeps 0)")
     parser.add_argument("--out", type=Path, default=Path("runs/arms"), help="output folder (default: runs/arms)")
     parser.add_argument("--degraded", type=Path, default=Path("data/degraded"))
     parser.add_argument("--model-dir", type=Path, default=Path("models/sft"), help="the SFT checkpoint every arm starts from")
@@ -190,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setattr(opts, name, getattr(opts, name).resolve())
     base = yaml.safe_load(opts.params.read_text(encoding="utf-8"))
     for arm in opts.arms:  # every arm's train section is checked before anything runs
-        arm_params(base, arm, opts.seeds[0], opts.steps)
+        arm_params(base, arm, opts.seeds[0], opts.steps, opts.lambda_reca)
     opts.out.mkdir(parents=True, exist_ok=True)
     from reca.tracking.mlflow_run import PARENT_ENV, pipeline_run
 

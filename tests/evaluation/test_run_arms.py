@@ -36,6 +36,14 @@ def test_each_arm_is_a_valid_train_section_differing_only_where_it_should() -> N
     assert run_arms.arm_params(BASE, "b_reca_sft", seed=0)["evaluate"] == BASE["evaluate"]
 
 
+def test_lambda_reca_scales_only_the_arms_with_a_reca_term() -> None:
+    weights = {arm: run_arms.arm_params(BASE, arm, seed=0, lambda_reca=0.25)["train"]["lambda_reca"]
+               for arm in run_arms.ARMS}
+    assert weights == {"a_more_sft": 0.0, "b_reca_sft": 0.25, "c_template_only": 0.25, "d_reca_no_t2i": 0.25}
+    with pytest.raises(ParamsError, match="lambda_reca"):
+        run_arms.arm_params(BASE, "b_reca_sft", seed=0, lambda_reca=-1.0)
+
+
 def test_invalid_overrides_fail_before_anything_runs() -> None:
     with pytest.raises(ParamsError, match="warmup_steps"):
         run_arms.arm_params(BASE, "a_more_sft", seed=0, steps=1)

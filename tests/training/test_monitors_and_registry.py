@@ -80,6 +80,29 @@ def test_final_model_is_registered_and_tagged_with_metrics(monkeypatch, tmp_path
     assert int(second["version"]) == int(info["version"]) + 1
 
 
+def test_only_a_real_launcher_makes_a_worker(monkeypatch):
+    from reca.params import TrainParams
+    from reca.training.launch import WORKER_ENV, needs_launch
+
+    for key in ("MASTER_PORT", "MASTER_ADDR", "WORLD_SIZE", "RANK", "LOCAL_RANK", WORKER_ENV):
+        monkeypatch.delenv(key, raising=False)
+    two = TrainParams(processes=2)
+    assert needs_launch(two)
+    # what an earlier world-of-one stage in the same process leaves behind: still not a worker
+    for key in ("RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(key, "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert needs_launch(two)
+    monkeypatch.setenv("MASTER_PORT", "29500")  # torchrun / deepspeed set up a rendezvous
+    assert not needs_launch(two)
+    monkeypatch.delenv("MASTER_PORT")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not needs_launch(two)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv(WORKER_ENV, "1")  # our own relaunch
+    assert not needs_launch(two)
+
+
 def test_launch_commands(tmp_path):
     from reca.params import TrainParams
     from reca.training.launch import launch_command, needs_launch

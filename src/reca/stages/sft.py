@@ -23,10 +23,8 @@ from reca.objectives.templates import CAPTION_INSTRUCTIONS, RECONSTRUCTION_TEMPL
 from reca.params import ModelParams, PostSFTParams, SFTObjectiveParams, SFTParams, flatten
 from reca.stages.model_loading import initial_model, load_model_dir
 from reca.tracking.mlflow_run import StageRun
-from reca.training.batches import BatchPlanner
-from reca.training.distributed import init_distributed
 from reca.training.registration import read_pointer, write_pointer
-from reca.training.runs import checkpoint_dir, file_digest, run_training
+from reca.training.runs import checkpoint_dir, continued_run_inputs, file_digest, plan_batches, run_training
 
 
 def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_dir: str | Path,
@@ -67,8 +65,7 @@ def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path
         if registered is not None:  # the same weights: evaluate tags the version `train` registered
             write_pointer(output_dir, registered)
         return {"passed_through": str(model_dir)}
-    inputs = {"degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"), "model": file_digest(model_dir),
-              "model_params": model.model_dump_json()}
+    inputs = continued_run_inputs(degraded_dir, model_dir, model)
     # The final model is a new version of the model `train` registered.
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "post_sft", root,
                       registered_model=None if registered is None else registered["name"])
@@ -80,17 +77,7 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
     """The SFT objective (t2i + i2t on the captioned split) on ``adapter``, resumable under ``checkpoints/<stage>``."""
     adapter.set_frozen(params.freeze)
     objective = RecAObjective(adapter, lambda_reca=0.0, lambda_i2t=params.lambda_i2t, lambda_t2i=params.lambda_t2i)
-    rank, world_size = init_distributed()
-    planner = BatchPlanner(
-        batch_size=params.batch_size,
-        seed=params.seed,
-        rank=rank,
-        world_size=world_size,
-        accumulation=params.gradient_accumulation_steps,
-        cfg_dropout=params.cfg_dropout,
-        instructions=CAPTION_INSTRUCTIONS,
-        captioned=captioned,
-    )
+    planner = plan_batches(params, captioned=captioned)
     ckpt = checkpoint_dir(root, stage, params, inputs)
     return run_training(objective, planner, params, ckpt, output_dir, tracker, stage,
                         frozen_parts=tuple(params.freeze), registered_model=registered_model)

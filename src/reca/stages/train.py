@@ -16,14 +16,12 @@ from reca.data import embedding_cache
 from reca.data.dataset import ImageTable
 from reca.fileio import read_json
 from reca.objectives.reca import RecAObjective
-from reca.objectives.templates import CAPTION_INSTRUCTIONS, load_templates
+from reca.objectives.templates import load_templates
 from reca.params import ModelParams, TrainParams, flatten
 from reca.stages.degrade import RECORD as DEGRADE_RECORD
 from reca.stages.model_loading import load_model_dir
 from reca.tracking.mlflow_run import StageRun
-from reca.training.batches import BatchPlanner
-from reca.training.distributed import init_distributed
-from reca.training.runs import checkpoint_dir, file_digest, run_training
+from reca.training.runs import checkpoint_dir, continued_run_inputs, plan_batches, run_training
 
 
 def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model_dir: str | Path,
@@ -58,26 +56,9 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
         lambda_t2i=params.lambda_t2i,
         condition=params.condition,
     )
-    rank, world_size = init_distributed()
-    planner = BatchPlanner(
-        batch_size=params.batch_size,
-        seed=params.seed,
-        rank=rank,
-        world_size=world_size,
-        accumulation=params.gradient_accumulation_steps,
-        cfg_dropout=params.cfg_dropout,
-        templates=list(templates),
-        instructions=CAPTION_INSTRUCTIONS,
-        unlabeled=unlabeled,
-        captioned=captioned,
-        features=features,
-    )
-    inputs = {
-        "degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"),
-        "model": file_digest(model_dir),
-        "model_params": model.model_dump_json(),
-    }
-    ckpt = checkpoint_dir(root, "train", params, inputs)
+    planner = plan_batches(params, templates=list(templates), unlabeled=unlabeled, captioned=captioned,
+                           features=features)
+    ckpt = checkpoint_dir(root, "train", params, continued_run_inputs(degraded_dir, model_dir, model))
     return run_training(objective, planner, params, ckpt, output_dir, tracker, "train",
                         frozen_parts=tuple(params.freeze), copy_warn_ratio=params.copy_warn_ratio,
                         registered_model=params.registered_model)

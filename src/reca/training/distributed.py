@@ -20,8 +20,13 @@ def accelerator() -> str:
     return os.environ["DS_ACCELERATOR"]
 
 
-def _launched() -> bool:
-    """Whether a launcher (torchrun, deepspeed, mpirun via env) set up a rendezvous for this process."""
+def started_by_launcher() -> bool:
+    """Whether a launcher (torchrun, deepspeed, a scheduler) set up a rendezvous for this process.
+
+    A world of one fills in ``RANK``/``LOCAL_RANK``/``WORLD_SIZE=1`` itself (see
+    :func:`init_distributed`) and leaves ``MASTER_PORT`` unset, so those variables
+    alone do not count: a later stage in the same process is not a launched worker.
+    """
     return "MASTER_PORT" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -32,7 +37,7 @@ def init_distributed() -> tuple[int, int]:
 
     backend = "gloo" if kind == "cpu" else "nccl"
     if not torch.distributed.is_initialized():
-        if not _launched():
+        if not started_by_launcher():
             # A world of one needs no rendezvous. A TCP store on a "free" port can
             # meet another job's store that took the port meanwhile and wait forever.
             for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():

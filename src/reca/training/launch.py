@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reca.params import OptimParams
 from reca.tracking.mlflow_run import STAGE_RUN_ENV
+from reca.training.distributed import started_by_launcher
 
 WORKER_ENV = "RECA_LAUNCHED"
 
@@ -30,7 +31,7 @@ class LaunchError(RuntimeError):
 
 def inside_launched_worker() -> bool:
     """True in a process started by a launcher (ours, torchrun, deepspeed, or a scheduler)."""
-    return os.environ.get(WORKER_ENV) == "1" or "LOCAL_RANK" in os.environ or "WORLD_SIZE" in os.environ
+    return os.environ.get(WORKER_ENV) == "1" or started_by_launcher()
 
 
 def needs_launch(optim: OptimParams) -> bool:

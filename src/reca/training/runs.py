@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from reca.objectives.reca import RecAObjective
-from reca.params import OptimParams, flatten
+from reca.objectives.templates import CAPTION_INSTRUCTIONS
+from reca.params import ModelParams, OptimParams, flatten
 from reca.tracking.mlflow_run import StageRun
 from reca.training.batches import BatchPlanner
+from reca.training.distributed import init_distributed
 from reca.training.registration import register, write_pointer
 from reca.training.trainer import Trainer
 
@@ -36,6 +38,23 @@ def checkpoint_dir(root: str | Path, stage: str, params: Any, inputs: dict[str, 
     """Where this exact run (params + input digests) keeps its resumable checkpoints."""
     blob = json.dumps({"params": params.model_dump(mode="json"), "inputs": inputs}, sort_keys=True)
     return Path(root) / "checkpoints" / stage / hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def continued_run_inputs(degraded_dir: str | Path, model_dir: str | Path, model: ModelParams) -> dict[str, str]:
+    """Checkpoint-key inputs of a run that starts from a saved model: the data, those weights, the model params."""
+    return {
+        "degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"),
+        "model": file_digest(model_dir),
+        "model_params": model.model_dump_json(),
+    }
+
+
+def plan_batches(optim: OptimParams, **data: Any) -> BatchPlanner:
+    """Join (or start) the process group and plan this rank's batches of ``data`` (BatchPlanner's splits)."""
+    rank, world_size = init_distributed()
+    return BatchPlanner(batch_size=optim.batch_size, seed=optim.seed, rank=rank, world_size=world_size,
+                        accumulation=optim.gradient_accumulation_steps, cfg_dropout=optim.cfg_dropout,
+                        instructions=CAPTION_INSTRUCTIONS, **data)
 
 
 def run_training(
