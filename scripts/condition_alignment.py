@@ -24,8 +24,14 @@ it reports, per layer:
   1/colours, 1/shapes);
 * ``probe_image``: % of held-out image states whose colour a least-squares
   linear read-out fitted on image states gets right (does h_v carry colour?);
-* ``probe_transfer``: % of text states whose colour that same read-out gets
+* ``probe_text``: % of text states whose colour a read-out fitted on the text
+  states of the other shapes gets right (leave one shape out: do text states
+  carry colour at all?);
+* ``probe_transfer``: % of text states whose colour the image read-out gets
   right (does the colour direction that h_v uses also hold for text?).
+
+High ``probe_image`` and ``probe_text`` with ``probe_transfer`` near chance
+means both conditions carry colour, in unrelated directions.
 
 Usage::
 
@@ -45,7 +51,7 @@ import numpy as np
 import torch
 import yaml
 
-METRICS = ("retrieval_pair", "retrieval_colour", "retrieval_shape", "probe_image", "probe_transfer")
+METRICS = ("retrieval_pair", "retrieval_colour", "retrieval_shape", "probe_image", "probe_text", "probe_transfer")
 
 
 def _render_batch(shape: str, colour: str, n: int, rng: np.random.Generator, size: int, degrade_params: dict
@@ -129,6 +135,12 @@ def alignment(text: torch.Tensor, image_mean: torch.Tensor, images: torch.Tensor
         held = per[:, half: 2 * half].reshape(-1, per.shape[-1])
         row["probe_image"] = 100.0 * float((_apply(weights, held) == labels).float().mean())
         row["probe_transfer"] = 100.0 * float((_apply(weights, t) == colour_index).float().mean())
+        right = 0
+        for shape in dict.fromkeys(shape_of):
+            out = torch.tensor([s == shape for s in shape_of])
+            text_weights = _probe(t[~out], colour_index[~out], len(colours))
+            right += int((_apply(text_weights, t[out]) == colour_index[out]).sum())
+        row["probe_text"] = 100.0 * right / len(pairs)
         rows.append(row)
     return rows
 
@@ -165,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text, image_mean, images = states(adapter, pairs, opts.renders, opts.seed, params.get("degrade", {}))
         results[str(model_dir)] = alignment(text, image_mean, images, pairs, colours)
     chance = {"retrieval_pair": 100 / len(pairs), "retrieval_colour": 100 / len(colours),
-              "retrieval_shape": 100 / len(shapes), "probe_image": 100 / len(colours),
+              "retrieval_shape": 100 / len(shapes), "probe_image": 100 / len(colours), "probe_text": 100 / len(colours),
               "probe_transfer": 100 / len(colours)}
     print(markdown(results, chance))
     return 0

@@ -32,7 +32,7 @@ def _synthetic(text_from_image: bool, renders: int = 8, dim: int = 24, seed: int
 def test_aligned_conditions_retrieve_and_transfer_despite_a_modality_offset() -> None:
     (row,) = condition_alignment.alignment(*_synthetic(True), PAIRS, COLOURS)
     assert row == {"retrieval_pair": 100.0, "retrieval_colour": 100.0, "retrieval_shape": 100.0,
-                   "probe_image": 100.0, "probe_transfer": 100.0}
+                   "probe_image": 100.0, "probe_text": 100.0, "probe_transfer": 100.0}
 
 
 def test_unrelated_text_states_do_not_transfer_though_images_carry_colour() -> None:
