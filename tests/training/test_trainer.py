@@ -17,7 +17,7 @@ class Crash(RuntimeError):
     pass
 
 
-def _trainer(ckpt, zero_stage, steps=6, crash_at=None):
+def _trainer(ckpt, zero_stage, steps=6, crash_at=None, warmup_steps=1, lr_schedule="cosine"):
     adapter = build_tiny_adapter(seed=0)
     adapter.set_frozen(["understanding_encoder", "image_tokenizer"])
     planner = BatchPlanner(batch_size=4, seed=3, cfg_dropout=0.2, templates=TEXTS[2:], instructions=TEXTS[3:],
@@ -31,7 +31,8 @@ def _trainer(ckpt, zero_stage, steps=6, crash_at=None):
             return original(step, micro)
 
         planner.batch = batch
-    optim = TrainParams(steps=steps, batch_size=4, lr=3e-3, warmup_steps=1, zero_stage=zero_stage,
+    optim = TrainParams(steps=steps, batch_size=4, lr=3e-3, warmup_steps=warmup_steps, zero_stage=zero_stage,
+                        lr_schedule=lr_schedule,
                         checkpoint_every=3, log_every=1, keep_checkpoints=2)
     objective = RecAObjective(adapter, lambda_reca=1.0, lambda_i2t=1.0, lambda_t2i=1.0)
     return Trainer(objective, planner, optim, ckpt, root=REPO, frozen_parts=("understanding_encoder", "image_tokenizer"))
@@ -57,6 +58,18 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     for key, value in resumed.objective.state_dict().items():
         assert torch.allclose(value, reference[key], atol=1e-6), key
     assert resumed.engine.get_lr() == straight.engine.get_lr()
+
+
+@pytest.mark.parametrize(("warmup_steps", "lr_schedule"), [(1, "cosine"), (4, "cosine"), (4, "constant")])
+def test_the_first_step_already_trains(tmp_path, warmup_steps, lr_schedule):
+    trainer = _trainer(tmp_path / "w", 0, steps=5, warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+    trainer.setup()
+    before = {k: v.clone() for k, v in trainer.objective.state_dict().items()}
+    trainer.optim = trainer.optim.model_copy(update={"steps": 1})
+    trainer.train()
+    moved = [k for k, v in trainer.objective.state_dict().items() if not torch.equal(v, before[k])]
+    assert moved, "the first optimiser step left every weight unchanged"
+    assert all("vision_model" not in k for k in moved)  # the frozen encoder stays put
 
 
 def test_loss_falls_and_history_is_logged(tmp_path):

@@ -45,13 +45,16 @@ def build_config(optim: OptimParams, *, on_cpu: bool, world_size: int, root: str
     stage = config.get("zero_optimization", {}).get("stage", 0)
     if stage != optim.zero_stage:
         raise ValueError(f"{path} sets ZeRO stage {stage} but params say zero_stage: {optim.zero_stage}")
-    warmup = {"warmup_num_steps": optim.warmup_steps, "warmup_type": "linear", "warmup_min_ratio": 0.0}
+    # DeepSpeed's linear warm-up starts at its minimum: a minimum of 0 would make
+    # the first optimiser step a no-op, so warm up from lr / warmup_steps instead.
+    first = 1.0 / optim.warmup_steps
+    warmup = {"warmup_num_steps": optim.warmup_steps, "warmup_type": "linear", "warmup_min_ratio": first}
     if optim.lr_schedule == "cosine":
         scheduler = {"type": "WarmupCosineLR",
                      "params": {"total_num_steps": optim.steps, "cos_min_ratio": optim.min_lr_ratio, **warmup}}
     else:
         scheduler = {"type": "WarmupLR",
-                     "params": {"warmup_min_lr": 0.0, "warmup_max_lr": optim.lr,
+                     "params": {"warmup_min_lr": optim.lr * first, "warmup_max_lr": optim.lr,
                                 "warmup_num_steps": optim.warmup_steps, "warmup_type": "linear"}}
     config.update({
         "train_micro_batch_size_per_gpu": optim.batch_size,

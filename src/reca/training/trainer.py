@@ -127,6 +127,11 @@ class Trainer:
             for module in frozen:
                 module.to(self.engine.device)
         self.engine.checkpoint_engine = SafetensorsCheckpointEngine()
+        scheduler = self.engine.lr_scheduler
+        if scheduler is not None and getattr(scheduler, "last_batch_iteration", 0) < 0:
+            # WarmupCosineLR starts "before step 0" at lr 0 and only advances after
+            # an optimiser step, so the first step would not train: put it at step 0.
+            scheduler.step(0)
         if (self.checkpoint_dir / "latest").exists():
             _, client_state = self.engine.load_checkpoint(
                 str(self.checkpoint_dir), load_optimizer_states=True, load_lr_scheduler_states=True
