@@ -24,7 +24,13 @@ from reca.params import ModelParams, PostSFTParams, SFTObjectiveParams, SFTParam
 from reca.stages.model_loading import initial_model, load_model_dir
 from reca.tracking.mlflow_run import StageRun
 from reca.training.registration import read_pointer, write_pointer
-from reca.training.runs import checkpoint_dir, continued_run_inputs, file_digest, plan_batches, run_training
+from reca.training.runs import (
+    checkpoint_dir,
+    continued_run_inputs,
+    degraded_digest,
+    plan_batches,
+    run_training,
+)
 
 
 def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_dir: str | Path,
@@ -48,7 +54,7 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
         images=captioned.pixels(range(len(captioned)), "generation"),
         seed=params.seed,
     )
-    inputs = {"degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"), "model": model.model_dump_json()}
+    inputs = {"degraded": degraded_digest(degraded_dir), "model": model.model_dump_json()}
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "sft", root)
 
 

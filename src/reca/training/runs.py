@@ -40,10 +40,26 @@ def checkpoint_dir(root: str | Path, stage: str, params: Any, inputs: dict[str, 
     return Path(root) / "checkpoints" / stage / hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def degraded_digest(degraded_dir: str | Path) -> str:
+    """Digest of what the ``degrade`` stage made: its manifest and its settings record.
+
+    The manifest alone names the same images whatever the blur or resize, so
+    without the settings a run on differently degraded images would resume (or
+    reuse as finished) a checkpoint trained on the old ones.
+    """
+    from reca.stages.degrade import RECORD
+
+    directory = Path(degraded_dir)
+    parts = [file_digest(directory / "manifest.jsonl")]
+    if (directory / RECORD).exists():
+        parts.append(file_digest(directory / RECORD))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
 def continued_run_inputs(degraded_dir: str | Path, model_dir: str | Path, model: ModelParams) -> dict[str, str]:
     """Checkpoint-key inputs of a run that starts from a saved model: the data, those weights, the model params."""
     return {
-        "degraded": file_digest(Path(degraded_dir) / "manifest.jsonl"),
+        "degraded": degraded_digest(degraded_dir),
         "model": file_digest(model_dir),
         "model_params": model.model_dump_json(),
     }
