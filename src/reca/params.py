@@ -195,6 +195,11 @@ class SFTObjectiveParams(OptimParams):
 
     lambda_t2i: float = Field(1.0, ge=0.0)
     lambda_i2t: float = Field(1.0, ge=0.0)
+    lambda_align: float = Field(
+        0.0, ge=0.0,
+        description="Contrastive term pulling each image's mean h_v towards its caption's mean word embedding "
+        "(a from-scratch model's stand-in for a text-aligned encoder; janus_ar). 0 = off.",
+    )
     freeze: list[str] = Field(
         default_factory=lambda: ["image_tokenizer"],
         description="Parts kept frozen (a model trained from scratch must train its understanding encoder).",

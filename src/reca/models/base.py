@@ -62,6 +62,20 @@ class LatentConditioned(abc.ABC):
         """Generation-encoder latents of ``pixels`` in [-1, 1], in the model's input space (B, N, D)."""
 
 
+class TextAligned(abc.ABC):
+    """An adapter whose language model reads text through an input embedding table that ``h_v`` shares.
+
+    ``h_v`` is placed in the language model's input space, next to word
+    embeddings. Pretrained UMMs arrive with the two aligned (a text-aligned
+    encoder such as SigLIP, an aligner trained on captions); a model trained
+    from scratch does not, and ``sft.lambda_align`` can pull them together.
+    """
+
+    @abc.abstractmethod
+    def pooled_text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        """Mean input embedding of each text's tokens, (B, D): the space ``h_v`` is placed in."""
+
+
 class UMMAdapter(nn.Module, abc.ABC):
     """One unified multimodal model behind the interface RecA needs.
 

@@ -35,7 +35,7 @@ from transformers import (
 
 from reca.fileio import atomic_dir
 from reca.models import text_tokenizer as tt
-from reca.models.base import Condition, LatentConditioned, UMMAdapter
+from reca.models.base import Condition, LatentConditioned, TextAligned, UMMAdapter
 from reca.models.conditioning import with_unconditional
 from reca.models.image_tokenizers import ImageTokenizer, JanusVQTokenizer, PatchKMeansTokenizer
 from reca.models.masked_common import resize_to
@@ -129,7 +129,7 @@ def tiny_janus_config(tiny: TinyJanusParams, tokenizer: PreTrainedTokenizerBase)
 
 
 @register("janus_ar")
-class JanusARAdapter(UMMAdapter, LatentConditioned):
+class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
     """RecA adapter for Janus-family models (shared understanding/generation backbone)."""
 
     default_frozen = ("understanding_encoder", "image_tokenizer")
@@ -259,6 +259,18 @@ class JanusARAdapter(UMMAdapter, LatentConditioned):
         """The image's VQ codes through the generation embedding and aligner: what generated tokens feed back."""
         codes = self._image_tokenizer.encode(resize_to(pixels, self.generation_size))
         return self.model.prepare_embeddings_for_image_generation(codes)
+
+    def pooled_text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
+        ids = [self.tokenizer(text, add_special_tokens=False).input_ids or [self.pad_id] for text in texts]
+        length = max(len(row) for row in ids)
+        device = self.model.device
+        padded = torch.full((len(ids), length), self.pad_id, dtype=torch.long, device=device)
+        mask = torch.zeros((len(ids), length, 1), device=device)
+        for i, row in enumerate(ids):
+            padded[i, : len(row)] = torch.tensor(row, device=device)
+            mask[i, : len(row)] = 1.0
+        embeds = self.model.get_input_embeddings()(padded)
+        return (embeds * mask.to(embeds.dtype)).sum(dim=1) / mask.sum(dim=1).to(embeds.dtype)
 
     @property
     def _dtype(self) -> torch.dtype:

@@ -18,12 +18,14 @@ run sees exactly what an uninterrupted one would have seen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from reca.models.base import Condition, LatentConditioned, UMMAdapter
+from reca.models.base import Condition, LatentConditioned, TextAligned, UMMAdapter
 
 #: where the reconstruction condition's image embeddings come from (``train.condition``)
 CONDITIONS = ("understanding", "template_only", "generation_latents")
@@ -67,6 +69,8 @@ class RecAObjective(nn.Module):
         lambda_i2t: float = 1.0,
         lambda_t2i: float = 0.0,
         condition: str = "understanding",
+        lambda_align: float = 0.0,
+        align_temperature: float = 0.07,
     ) -> None:
         """
         Args:
@@ -76,8 +80,16 @@ class RecAObjective(nn.Module):
                 in ``h_v``'s place; adapters implementing
                 :class:`~reca.models.base.LatentConditioned`).
 
+            lambda_align: Weight of a contrastive term on the captioned batch that pulls
+                each image's mean ``h_v`` towards the mean input embedding of its caption
+                (adapters implementing :class:`~reca.models.base.TextAligned`): the
+                text-aligned encoder a pretrained UMM starts from, for a model trained
+                from scratch.
+            align_temperature: Softmax temperature of that term.
+
         Raises:
-            ValueError: For an unknown condition, or ``generation_latents`` on an adapter without it.
+            ValueError: For an unknown condition, ``generation_latents`` on an adapter
+                without it, or ``lambda_align`` on an adapter that is not TextAligned.
         """
         super().__init__()
         if condition not in CONDITIONS:
@@ -85,7 +97,11 @@ class RecAObjective(nn.Module):
         if condition == "generation_latents" and not isinstance(adapter, LatentConditioned):
             raise ValueError(f"adapter {adapter.name!r} cannot condition on its generation latents "
                              "(its language model never reads them); use condition: understanding")
+        if lambda_align > 0 and not isinstance(adapter, TextAligned):
+            raise ValueError(f"adapter {adapter.name!r} cannot align h_v with text embeddings; set lambda_align: 0")
         self.adapter = adapter
+        self.lambda_align = lambda_align
+        self.align_temperature = align_temperature
         self.lambda_reca = lambda_reca
         self.lambda_i2t = lambda_i2t
         self.lambda_t2i = lambda_t2i
@@ -108,6 +124,12 @@ class RecAObjective(nn.Module):
                               drop=batch.drop)
         return self.adapter.generation_loss(condition, batch.targets)
 
+    def alignment_loss(self, batch: CaptionedBatch) -> torch.Tensor:
+        """Contrastive loss between each image's mean ``h_v`` and its caption's mean word embedding."""
+        images = self.adapter.embed_images(batch.pixels).mean(dim=1)
+        texts = self.adapter.pooled_text_embeddings(batch.captions)
+        return contrastive_alignment_loss(images, texts, batch.captions, self.align_temperature)
+
     def forward(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Return the total loss and each weighted term's unweighted value (for logging)."""
         total = torch.zeros((), device=next(self.parameters()).device)
@@ -120,10 +142,14 @@ class RecAObjective(nn.Module):
             total = total + self.lambda_reca * loss
             terms["loss_reca"] = loss.item()
             images += len(batch.reconstruction.templates)
-        if self.lambda_i2t > 0 or self.lambda_t2i > 0:
+        if self.lambda_i2t > 0 or self.lambda_t2i > 0 or self.lambda_align > 0:
             cap = batch.captioned
             if cap is None:
-                raise ValueError("lambda_i2t or lambda_t2i > 0 but the batch has no captioned part")
+                raise ValueError("lambda_i2t, lambda_t2i or lambda_align > 0 but the batch has no captioned part")
+            if self.lambda_align > 0:
+                loss = self.alignment_loss(cap)
+                total = total + self.lambda_align * loss
+                terms["loss_align"] = loss.item()
             if self.lambda_i2t > 0:
                 loss = self.adapter.i2t_loss(cap.pixels, cap.instructions, cap.captions)
                 total = total + self.lambda_i2t * loss
@@ -138,3 +164,16 @@ class RecAObjective(nn.Module):
             # Generated-image tokens supervised this micro-batch: the throughput unit.
             terms["tokens"] = float(images * self.adapter.tokens_per_image)
         return total, terms
+
+
+def contrastive_alignment_loss(images: torch.Tensor, texts: torch.Tensor, captions: Sequence[str],
+                               temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between paired (B, D) image and text vectors (cosine similarity / temperature).
+
+    Samples with the same caption are positives of one another, not negatives:
+    the captioned split repeats short captions ("a photo of a circle") within a batch.
+    """
+    logits = F.normalize(images.float(), dim=-1) @ F.normalize(texts.float(), dim=-1).T / temperature
+    same = torch.tensor([[a == b for b in captions] for a in captions], dtype=logits.dtype, device=logits.device)
+    targets = same / same.sum(dim=1, keepdim=True)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

@@ -82,7 +82,8 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
                registered_model: str | None = None) -> dict[str, Any]:
     """The SFT objective (t2i + i2t on the captioned split) on ``adapter``, resumable under ``checkpoints/<stage>``."""
     adapter.set_frozen(params.freeze)
-    objective = RecAObjective(adapter, lambda_reca=0.0, lambda_i2t=params.lambda_i2t, lambda_t2i=params.lambda_t2i)
+    objective = RecAObjective(adapter, lambda_reca=0.0, lambda_i2t=params.lambda_i2t, lambda_t2i=params.lambda_t2i,
+                              lambda_align=params.lambda_align)
     planner = plan_batches(params, captioned=captioned)
     ckpt = checkpoint_dir(root, stage, params, inputs)
     return run_training(objective, planner, params, ckpt, output_dir, tracker, stage,

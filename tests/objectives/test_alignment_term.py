@@ -1,0 +1,67 @@
+"""sft.lambda_align: a contrastive term that pulls each image's mean h_v towards its caption's word embeddings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reca.objectives.reca import CaptionedBatch, RecAObjective, TrainBatch, contrastive_alignment_loss
+from reca_testing import TEXTS, tiny_pixels
+
+
+def test_matched_pairs_score_low_and_swapped_pairs_high() -> None:
+    basis = torch.eye(4) * 10.0
+    captions = ["a", "b", "c", "d"]
+    matched = contrastive_alignment_loss(basis, basis, captions, temperature=0.07)
+    swapped = contrastive_alignment_loss(basis, basis[[1, 0, 3, 2]], captions, temperature=0.07)
+    assert matched.item() < 1e-3
+    assert swapped.item() > 5.0
+
+
+def _cos_after_a_step(captions: list[str]) -> float:
+    """cos(image 0, text 1) after one gradient step on the images (texts fixed)."""
+    texts = torch.tensor([[1.0, 0.2], [1.0, -0.2], [0.0, 1.0]])
+    images = texts.clone().requires_grad_(True)
+    contrastive_alignment_loss(images, texts, captions, temperature=0.1).backward()
+    with torch.no_grad():
+        moved = images - 0.1 * images.grad
+    return torch.nn.functional.cosine_similarity(moved[0], texts[1], dim=0).item()
+
+
+def test_repeated_captions_are_positives_not_negatives() -> None:
+    before = torch.nn.functional.cosine_similarity(torch.tensor([1.0, 0.2]), torch.tensor([1.0, -0.2]), dim=0).item()
+    # images 0 and 1 share a caption: image 0 moves towards text 1 ...
+    assert _cos_after_a_step(["a", "a", "b"]) > before
+    # ... where distinct captions would push it away
+    assert _cos_after_a_step(["a", "a2", "b"]) < before
+    identical = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    loss = contrastive_alignment_loss(identical, identical, ["a", "a", "b"], temperature=0.01)
+    assert loss.item() == pytest.approx(2 * math.log(2) / 3, abs=1e-3)  # the optimum: log 2 per duplicate row
+
+
+def test_objective_logs_the_term_and_trains_encoder_and_word_embeddings(tiny_adapter) -> None:
+    n = 4
+    batch = TrainBatch(captioned=CaptionedBatch(pixels=tiny_pixels(n), captions=[TEXTS[0], TEXTS[1]] * 2,
+                                                instructions=[TEXTS[3]] * n, drop=torch.zeros(n, dtype=torch.bool)))
+    obj = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=1.0, lambda_t2i=0.0, lambda_align=0.5)
+    total, terms = obj(batch)
+    assert total.item() == pytest.approx(terms["loss_i2t"] + 0.5 * terms["loss_align"], rel=1e-5)
+    obj.zero_grad()
+    (0.5 * obj.alignment_loss(batch.captioned)).backward()
+    model = tiny_adapter.model.model
+    assert model.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+    assert model.aligner.fc1.weight.grad.abs().sum() > 0
+    assert model.language_model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_adapters_without_text_alignment_refuse_the_term(tiny_adapter) -> None:
+    from reca.models.base import TextAligned
+
+    class Plain:
+        name = "plain"
+
+    assert isinstance(tiny_adapter, TextAligned)
+    with pytest.raises(ValueError, match="lambda_align"):
+        RecAObjective(Plain(), lambda_reca=0.0, lambda_i2t=1.0, lambda_align=1.0)  # type: ignore[arg-type]
