@@ -73,17 +73,13 @@ def _render_batch(shape: str, colour: str, n: int, rng: np.random.Generator, siz
 
 @torch.no_grad()
 def _boi_states(adapter, condition) -> torch.Tensor:
-    """Hidden state at ``<begin_of_image>`` of every LLM layer: (layers + 1, batch, dim)."""
-    embeds, mask = adapter._condition_prefix(condition)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = adapter.model.model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                                             output_hidden_states=True)
-    return torch.stack([h[:, -1].float() for h in out.hidden_states])
+    """The adapter's condition states, layer first: (layers, batch, dim)."""
+    return adapter.condition_states(condition).float().transpose(0, 1)
 
 
 def states(adapter, pairs: Sequence[tuple[str, str]], renders: int, seed: int, degrade_params: dict
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(text states (L, P, D), mean image states (L, P, D), per-render image states (L, P, R, D))."""
+    """(text states (L, P, D), mean image states (L, P, D), per-render image states (L, P, R, D)), L = LLM layers."""
     from reca.evaluation.geneval_prompts import colors_prompt
     from reca.models.base import Condition
     from reca.stages.evaluate import EVAL_TEMPLATE
@@ -93,7 +89,7 @@ def states(adapter, pairs: Sequence[tuple[str, str]], renders: int, seed: int, d
     per_render = []
     for shape, colour in pairs:
         pixels = _render_batch(shape, colour, renders, rng, adapter.understanding_size, degrade_params)
-        h_v = adapter.embed_images(pixels.to(adapter._dtype))
+        h_v = adapter.embed_images(pixels.to(next(adapter.parameters()).dtype))
         per_render.append(_boi_states(adapter, Condition(texts=[EVAL_TEMPLATE] * renders, image_embeddings=h_v)))
     images = torch.stack(per_render, dim=1)  # (L, P, R, D)
     return text, images.mean(dim=2), images
@@ -149,7 +145,7 @@ def markdown(results: dict[str, list[dict[str, float]]], chance: dict[str, float
     lines = ["| model | layer | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
     lines.append("| chance | – | " + " | ".join(f"{chance[m]:.1f}" for m in METRICS) + " |")
     for name, rows in results.items():
-        for layer, row in enumerate(rows):
+        for layer, row in enumerate(rows, start=1):
             lines.append(f"| {name} | {layer} | " + " | ".join(f"{row[m]:.1f}" for m in METRICS) + " |")
     return "\n".join(lines) + "\n"
 

@@ -200,6 +200,13 @@ class SFTObjectiveParams(OptimParams):
         description="Contrastive term pulling each image's mean h_v towards its caption's mean word embedding "
         "(a from-scratch model's stand-in for a text-aligned encoder; janus_ar). 0 = off.",
     )
+    align_at: Literal["word_embeddings", "condition_states"] = Field(
+        "word_embeddings",
+        description="Where lambda_align compares an image with its caption: word_embeddings (mean h_v against "
+        "the caption's mean input embedding) or condition_states (the language model's state at "
+        "<begin_of_image> after template + h_v against after the caption, every layer: where generation reads "
+        "a condition).",
+    )
     freeze: list[str] = Field(
         default_factory=lambda: ["image_tokenizer"],
         description="Parts kept frozen (a model trained from scratch must train its understanding encoder).",

@@ -47,7 +47,7 @@ def test_states_of_a_real_adapter_have_one_row_per_layer_and_pair() -> None:
     pairs = PAIRS[:3]
     text, image_mean, images = condition_alignment.states(adapter, pairs, renders=2, seed=0,
                                                           degrade_params={"downup_factor": 0.5})
-    layers = adapter.model.config.text_config.num_hidden_layers + 1
+    layers = adapter.model.config.text_config.num_hidden_layers
     dim = adapter.model.config.text_config.hidden_size
     assert text.shape == (layers, 3, dim) and image_mean.shape == (layers, 3, dim)
     assert images.shape == (layers, 3, 2, dim)

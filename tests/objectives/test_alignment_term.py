@@ -1,4 +1,4 @@
-"""sft.lambda_align: a contrastive term that pulls each image's mean h_v towards its caption's word embeddings."""
+"""sft.lambda_align: a contrastive term that pulls each image towards its caption (word embeddings or condition states)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,47 @@ def test_adapters_without_text_alignment_refuse_the_term(tiny_adapter) -> None:
     assert isinstance(tiny_adapter, TextAligned)
     with pytest.raises(ValueError, match="lambda_align"):
         RecAObjective(Plain(), lambda_reca=0.0, lambda_i2t=1.0, lambda_align=1.0)  # type: ignore[arg-type]
+
+
+def _captioned(n: int, templates: list[str]) -> CaptionedBatch:
+    return CaptionedBatch(pixels=tiny_pixels(n), captions=[TEXTS[0], TEXTS[1]] * (n // 2),
+                          instructions=[TEXTS[3]] * n, drop=torch.zeros(n, dtype=torch.bool), templates=templates)
+
+
+def test_condition_states_are_the_boi_state_of_every_layer(tiny_adapter) -> None:
+    from reca.models.base import Condition
+
+    layers = tiny_adapter.model.config.text_config.num_hidden_layers
+    states = tiny_adapter.condition_states(Condition(texts=[TEXTS[0], TEXTS[1]]))
+    assert states.shape == (2, layers, tiny_adapter.model.config.text_config.hidden_size)
+    # the last layer's state, through the final norm, is what predicts the first image token
+    embeds, mask = tiny_adapter._condition_prefix(Condition(texts=[TEXTS[0], TEXTS[1]]))
+    assert torch.allclose(states[:, -1], tiny_adapter._run_lm(embeds, mask)[:, -1], atol=1e-5)
+    # a caption and a different one land in different states
+    assert not torch.allclose(states[0], states[1])
+
+
+def test_condition_state_alignment_trains_encoder_aligner_and_language_model(tiny_adapter) -> None:
+    n = 4
+    batch = _captioned(n, templates=[TEXTS[2]] * n)
+    obj = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_t2i=0.0, lambda_align=1.0,
+                        align_at="condition_states")
+    total, terms = obj(TrainBatch(captioned=batch))
+    assert total.item() == pytest.approx(terms["loss_align"], rel=1e-5)
+    # not the word-embedding term: a different space gives a different value
+    word = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_align=1.0).alignment_loss(batch)
+    assert word.item() != pytest.approx(terms["loss_align"], rel=1e-3)
+    obj.zero_grad()
+    total.backward()
+    model = tiny_adapter.model.model
+    assert model.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+    assert model.aligner.fc1.weight.grad.abs().sum() > 0
+    assert model.language_model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_condition_state_alignment_needs_templates_and_a_known_space(tiny_adapter) -> None:
+    obj = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_align=1.0, align_at="condition_states")
+    with pytest.raises(ValueError, match="template"):
+        obj.alignment_loss(_captioned(2, templates=[]))
+    with pytest.raises(ValueError, match="align_at"):
+        RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=1.0, lambda_align=1.0, align_at="pixels")

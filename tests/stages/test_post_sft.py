@@ -73,6 +73,16 @@ def test_steps_train_the_reca_model_on_the_captioned_split(tmp_path, reca_model)
     assert not (out / POINTER).exists()
 
 
+@pytest.mark.parametrize("align_at", ["word_embeddings", "condition_states"])
+def test_the_alignment_term_trains_in_either_space(tmp_path, reca_model, align_at):
+    # condition_states compares against the reconstruction condition: the stage must hand out templates
+    params = PostSFTParams(steps=2, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=2,
+                           lambda_align=1.0, align_at=align_at)
+    result = sft.run_post(params, MODEL, _captioned_dir(tmp_path / "degraded"), reca_model, tmp_path / "final",
+                          FakeTracker(), root=tmp_path)
+    assert result["loss_align"] > 0
+
+
 def test_zero_steps_need_no_schedule_but_training_does():
     assert not PostSFTParams().trains
     with pytest.raises(ValueError, match="warmup_steps"):

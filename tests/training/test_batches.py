@@ -144,6 +144,22 @@ def test_templates_and_instructions_are_drawn_from_the_given_lists() -> None:
     assert set(instructions) == set(INSTRUCTIONS)
 
 
+def test_captioned_images_get_their_own_templates_only_when_a_bank_is_given() -> None:
+    with_bank = BatchPlanner(batch_size=4, seed=0, templates=TEMPLATES, instructions=INSTRUCTIONS,
+                             captioned=FakeTable(20))
+    without = BatchPlanner(batch_size=4, seed=0, instructions=INSTRUCTIONS, captioned=FakeTable(20))
+    drawn = []
+    for step in range(30):
+        a, b = with_bank.batch(step).captioned, without.batch(step).captioned
+        assert len(a.templates) == 4 and b.templates == []
+        # the templates are an extra draw: images, instructions and dropout do not change
+        assert a.captions == b.captions and a.instructions == b.instructions and torch.equal(a.drop, b.drop)
+        drawn += a.templates
+    assert set(drawn) == set(TEMPLATES)
+    again = BatchPlanner(batch_size=4, seed=0, templates=TEMPLATES, instructions=INSTRUCTIONS, captioned=FakeTable(20))
+    assert again.batch(3).captioned.templates == with_bank.batch(3).captioned.templates
+
+
 def test_live_encoder_gets_understanding_pixels_and_cached_features_replace_them() -> None:
     live = _planner().batch(2)
     assert live.reconstruction.features is None

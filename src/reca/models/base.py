@@ -75,6 +75,15 @@ class TextAligned(abc.ABC):
     def pooled_text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
         """Mean input embedding of each text's tokens, (B, D): the space ``h_v`` is placed in."""
 
+    @abc.abstractmethod
+    def condition_states(self, condition: Condition) -> torch.Tensor:
+        """The language model's hidden state where generation starts, after each layer: (B, layers, D).
+
+        What the generation branch reads a condition through: a caption and the
+        reconstruction condition (template + ``h_v``) of a matching image should
+        land close here for RecA's lessons to reach text prompts.
+        """
+
 
 class UMMAdapter(nn.Module, abc.ABC):
     """One unified multimodal model behind the interface RecA needs.

@@ -272,6 +272,14 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         embeds = self.model.get_input_embeddings()(padded)
         return (embeds * mask.to(embeds.dtype)).sum(dim=1) / mask.sum(dim=1).to(embeds.dtype)
 
+    def condition_states(self, condition: Condition) -> torch.Tensor:
+        embeds, mask = self._condition_prefix(condition)
+        out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask,
+                                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                              output_hidden_states=True)
+        # hidden_states[0] is <begin_of_image>'s own input embedding: the same for every condition.
+        return torch.stack([h[:, -1] for h in out.hidden_states[1:]], dim=1)
+
     @property
     def _dtype(self) -> torch.dtype:
         return self.model.model.language_model.embed_tokens.weight.dtype

@@ -19,7 +19,7 @@ run sees exactly what an uninterrupted one would have seen.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,8 @@ from reca.models.base import Condition, LatentConditioned, TextAligned, UMMAdapt
 
 #: where the reconstruction condition's image embeddings come from (``train.condition``)
 CONDITIONS = ("understanding", "template_only", "generation_latents")
+#: where ``lambda_align`` compares an image with its caption (``sft.align_at``)
+ALIGN_SPACES = ("word_embeddings", "condition_states")
 
 
 @dataclass
@@ -50,6 +52,7 @@ class CaptionedBatch:
     captions: list[str]
     instructions: list[str]
     drop: torch.Tensor  # bool (B,), CFG dropout for the t2i term
+    templates: list[str] = field(default_factory=list)  # reconstruction templates, for align_at condition_states
 
 
 @dataclass
@@ -71,6 +74,7 @@ class RecAObjective(nn.Module):
         condition: str = "understanding",
         lambda_align: float = 0.0,
         align_temperature: float = 0.07,
+        align_at: str = "word_embeddings",
     ) -> None:
         """
         Args:
@@ -86,6 +90,10 @@ class RecAObjective(nn.Module):
                 text-aligned encoder a pretrained UMM starts from, for a model trained
                 from scratch.
             align_temperature: Softmax temperature of that term.
+            align_at: ``word_embeddings`` (mean ``h_v`` against the caption's mean input
+                embedding) or ``condition_states`` (the language model's state at
+                ``<begin_of_image>``, every layer, after the reconstruction condition
+                template + ``h_v`` against after the caption: where generation reads them).
 
         Raises:
             ValueError: For an unknown condition, ``generation_latents`` on an adapter
@@ -94,6 +102,8 @@ class RecAObjective(nn.Module):
         super().__init__()
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
+        if align_at not in ALIGN_SPACES:
+            raise ValueError(f"unknown align_at {align_at!r}; expected one of {', '.join(ALIGN_SPACES)}")
         if condition == "generation_latents" and not isinstance(adapter, LatentConditioned):
             raise ValueError(f"adapter {adapter.name!r} cannot condition on its generation latents "
                              "(its language model never reads them); use condition: understanding")
@@ -102,6 +112,7 @@ class RecAObjective(nn.Module):
         self.adapter = adapter
         self.lambda_align = lambda_align
         self.align_temperature = align_temperature
+        self.align_at = align_at
         self.lambda_reca = lambda_reca
         self.lambda_i2t = lambda_i2t
         self.lambda_t2i = lambda_t2i
@@ -125,9 +136,15 @@ class RecAObjective(nn.Module):
         return self.adapter.generation_loss(condition, batch.targets)
 
     def alignment_loss(self, batch: CaptionedBatch) -> torch.Tensor:
-        """Contrastive loss between each image's mean ``h_v`` and its caption's mean word embedding."""
-        images = self.adapter.embed_images(batch.pixels).mean(dim=1)
-        texts = self.adapter.pooled_text_embeddings(batch.captions)
+        """Contrastive loss between each image and its caption, in the ``align_at`` space."""
+        h_v = self.adapter.embed_images(batch.pixels)
+        if self.align_at == "word_embeddings":
+            images, texts = h_v.mean(dim=1), self.adapter.pooled_text_embeddings(batch.captions)
+        else:
+            if len(batch.templates) != len(batch.captions):
+                raise ValueError("align_at condition_states needs a reconstruction template per captioned image")
+            images = _layerwise(self.adapter.condition_states(Condition(texts=batch.templates, image_embeddings=h_v)))
+            texts = _layerwise(self.adapter.condition_states(Condition(texts=batch.captions)))
         return contrastive_alignment_loss(images, texts, batch.captions, self.align_temperature)
 
     def forward(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -164,6 +181,11 @@ class RecAObjective(nn.Module):
             # Generated-image tokens supervised this micro-batch: the throughput unit.
             terms["tokens"] = float(images * self.adapter.tokens_per_image)
         return total, terms
+
+
+def _layerwise(states: torch.Tensor) -> torch.Tensor:
+    """(B, layers, D) -> (B, layers * D) whose cosine similarity is the mean of the per-layer ones."""
+    return F.normalize(states.float(), dim=-1).flatten(1)
 
 
 def contrastive_alignment_loss(images: torch.Tensor, texts: torch.Tensor, captions: Sequence[str],

@@ -83,8 +83,11 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
     """The SFT objective (t2i + i2t on the captioned split) on ``adapter``, resumable under ``checkpoints/<stage>``."""
     adapter.set_frozen(params.freeze)
     objective = RecAObjective(adapter, lambda_reca=0.0, lambda_i2t=params.lambda_i2t, lambda_t2i=params.lambda_t2i,
-                              lambda_align=params.lambda_align)
-    planner = plan_batches(params, captioned=captioned)
+                              lambda_align=params.lambda_align, align_at=params.align_at)
+    # Only the condition-state alignment needs reconstruction templates in an SFT batch.
+    aligns_conditions = params.lambda_align > 0 and params.align_at == "condition_states"
+    planner = plan_batches(params, captioned=captioned,
+                           templates=RECONSTRUCTION_TEMPLATES if aligns_conditions else ())
     ckpt = checkpoint_dir(root, stage, params, inputs)
     return run_training(objective, planner, params, ckpt, output_dir, tracker, stage,
                         frozen_parts=tuple(params.freeze), registered_model=registered_model)

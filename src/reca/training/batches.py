@@ -118,4 +118,7 @@ class BatchPlanner:
                 instructions=[self.instructions[i] for i in instructions],
                 drop=torch.from_numpy(u < self.cfg_dropout),
             )
+            if self.templates:
+                templates, _ = sample_draws(self.seed, 3, pos, len(self.templates))
+                out.captioned.templates = [self.templates[i] for i in templates]
         return out
