@@ -237,6 +237,27 @@ def test_main_writes_world_with_overrides(tmp_path: Path, capsys: pytest.Capture
         main(["--out", str(tmp_path), "--colours", "red,teal"])
 
 
+def test_task_weights_decide_how_many_captions_name_a_colour(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    def colour_named(weights: list[str]) -> tuple[float, dict[str, float]]:
+        out = tmp_path / "-".join(weights or ["default"])
+        assert main(["--out", str(out), "--captioned", "120", "--unlabeled", "1", "--heldout", "1", *weights]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        rows = [json.loads(line) for line in (out / "captioned" / "captions.jsonl").read_text().splitlines()]
+        named = sum(any(c in r["caption"].split() for c in GENEVAL_COLOURS) for r in rows) / len(rows)
+        return named, summary["world"]["task_weights"]
+
+    default, weights = colour_named([])
+    assert 0.2 < default < 0.5 and set(weights.values()) == {1.0}
+    heavy, weights = colour_named(["--task-weights", "colors=5,color_attr=5"])
+    assert heavy > 0.6 and weights["colors"] == 5.0 and weights["counting"] == 1.0
+    only, _ = colour_named(["--task-weights", "single_object=0,two_object=0,counting=0,position=0"])
+    assert only == 1.0
+    for bad in ("colors", "colors=many", "sorting=1"):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "bad"), "--task-weights", bad])
+
+
 def test_exact_detector_reads_the_rendered_default_world() -> None:
     rng = np.random.default_rng(3)
     spec = dataclasses.replace(GENEVAL, min_size=10, max_size=14)

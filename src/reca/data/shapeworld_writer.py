@@ -145,6 +145,20 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _task_weights(text: str) -> dict[str, float]:
+    """``colors=3,color_attr=3`` -> {task: weight}; tasks left out keep the preset's weight."""
+    weights = {}
+    for part in _names(text):
+        task, sep, value = part.partition("=")
+        try:
+            weights[task.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected task=weight, got {part!r}") from None
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected task=weight, got {part!r}")
+    return weights
+
+
 def add_world_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the world's command-line options (shared by ``reca make-world`` and this module's ``main``)."""
     parser.add_argument("--out", type=Path, default=Path("data/raw"), help="output directory (default: data/raw)")
@@ -169,6 +183,10 @@ def add_world_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most objects in a counting scene, 2-4 (geneval style; default: the preset's)")
     parser.add_argument("--two-object-fraction", type=float, default=None,
                         help="probability of a two-object scene (legacy style; default: the preset's)")
+    parser.add_argument("--task-weights", type=_task_weights, default=None,
+                        help="how often scenes are drawn for each GenEval task, e.g. 'colors=5,color_attr=5' "
+                        "makes most captions name a colour (geneval style; tasks left out keep the preset's "
+                        "weight, 1 each)")
 
 
 def world_from_args(args: argparse.Namespace) -> tuple[WorldSpec, dict[str, int]]:
@@ -176,6 +194,9 @@ def world_from_args(args: argparse.Namespace) -> tuple[WorldSpec, dict[str, int]
     overrides = {key: getattr(args, key) for key in ("shapes", "colours", "image_size", "min_size", "max_size",
                                                      "max_count", "two_object_fraction")
                  if getattr(args, key) is not None}
+    if getattr(args, "task_weights", None):
+        weights = {**dict(PRESETS[args.preset].task_weights), **args.task_weights}
+        overrides["task_weights"] = tuple(weights.items())
     spec = dataclasses.replace(PRESETS[args.preset], **overrides)
     counts = {split: getattr(args, split) if getattr(args, split) is not None else default
               for split, default in PRESET_COUNTS[args.preset].items()}
