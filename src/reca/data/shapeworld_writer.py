@@ -149,13 +149,11 @@ def _task_weights(text: str) -> dict[str, float]:
     """``colors=3,color_attr=3`` -> {task: weight}; tasks left out keep the preset's weight."""
     weights = {}
     for part in _names(text):
-        task, sep, value = part.partition("=")
+        task, _, value = part.partition("=")
         try:
             weights[task.strip()] = float(value)
-        except ValueError:
+        except ValueError:  # no '=' leaves value empty
             raise argparse.ArgumentTypeError(f"expected task=weight, got {part!r}") from None
-        if not sep:
-            raise argparse.ArgumentTypeError(f"expected task=weight, got {part!r}")
     return weights
 
 
