@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -273,10 +274,7 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         return (embeds * mask.to(embeds.dtype)).sum(dim=1) / mask.sum(dim=1).to(embeds.dtype)
 
     def condition_states(self, condition: Condition) -> torch.Tensor:
-        embeds, mask = self._condition_prefix(condition)
-        out = self.model.model.language_model(inputs_embeds=embeds, attention_mask=mask,
-                                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                              output_hidden_states=True)
+        out = self._lm_outputs(*self._condition_prefix(condition), output_hidden_states=True)
         # hidden_states[0] is <begin_of_image>'s own input embedding: the same for every condition.
         return torch.stack([h[:, -1] for h in out.hidden_states[1:]], dim=1)
 
@@ -344,18 +342,22 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
             image_embeddings = condition.image_embeddings[keep]
         return self._embed(ids, image_embeddings), mask
 
-    def _run_lm(self, embeds: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+    def _lm_outputs(self, embeds: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None,
+                    positions: torch.Tensor | None = None, output_hidden_states: bool = False) -> Any:
         if positions is None:
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model.model.language_model(
+        return self.model.model.language_model(
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
             use_cache=cache is not None,
+            output_hidden_states=output_hidden_states,
         )
-        return out.last_hidden_state
+
+    def _run_lm(self, embeds: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self._lm_outputs(embeds, mask, cache, positions).last_hidden_state
 
     # ------------------------------------------------------------------ losses
     def generation_loss(self, condition: Condition, target_pixels: torch.Tensor) -> torch.Tensor:
