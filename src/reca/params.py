@@ -207,6 +207,12 @@ class SFTObjectiveParams(OptimParams):
         "<begin_of_image> after template + h_v against after the caption, every layer: where generation reads "
         "a condition).",
     )
+    lambda_reca: float = Field(
+        0.0, ge=0.0,
+        description="Reconstruction of the captioned images from their own h_v (template + h_v, no caption) "
+        "alongside SFT, so the starting model already knows the reconstruction condition that RecA trains, "
+        "as pretrained UMMs know image-conditioned generation. 0 = off.",
+    )
     freeze: list[str] = Field(
         default_factory=lambda: ["image_tokenizer"],
         description="Parts kept frozen (a model trained from scratch must train its understanding encoder).",

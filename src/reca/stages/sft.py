@@ -4,7 +4,9 @@ On the embedded default it builds a tiny Janus from scratch (word tokenizer,
 patch codebook fitted on the captioned images) and trains it; with
 ``model.pretrained`` set it fine-tunes that checkpoint; with ``sft.enabled:
 false`` it passes the pretrained checkpoint through unchanged, so `train`
-always starts from ``models/sft``.
+always starts from ``models/sft``. ``sft.lambda_reca`` adds reconstruction of
+the captioned images from their own ``h_v``, so the starting model already
+knows the condition RecA trains.
 
 `post_sft` (:func:`run_post`) is the same objective after RecA, for the
 RecA->SFT order of the paper's ablation; with 0 steps (the default) it passes
@@ -82,12 +84,13 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
                registered_model: str | None = None) -> dict[str, Any]:
     """The SFT objective (t2i + i2t on the captioned split) on ``adapter``, resumable under ``checkpoints/<stage>``."""
     adapter.set_frozen(params.freeze)
-    objective = RecAObjective(adapter, lambda_reca=0.0, lambda_i2t=params.lambda_i2t, lambda_t2i=params.lambda_t2i,
-                              lambda_align=params.lambda_align, align_at=params.align_at)
-    # Only the condition-state alignment needs reconstruction templates in an SFT batch.
+    objective = RecAObjective(adapter, lambda_reca=params.lambda_reca, lambda_i2t=params.lambda_i2t,
+                              lambda_t2i=params.lambda_t2i, lambda_align=params.lambda_align, align_at=params.align_at)
+    # Reconstruction templates enter an SFT batch only for the terms that read them.
+    reconstructs = params.lambda_reca > 0
     aligns_conditions = params.lambda_align > 0 and params.align_at == "condition_states"
-    planner = plan_batches(params, captioned=captioned,
-                           templates=RECONSTRUCTION_TEMPLATES if aligns_conditions else ())
+    planner = plan_batches(params, captioned=captioned, unlabeled=captioned if reconstructs else None,
+                           templates=RECONSTRUCTION_TEMPLATES if reconstructs or aligns_conditions else ())
     ckpt = checkpoint_dir(root, stage, params, inputs)
     return run_training(objective, planner, params, ckpt, output_dir, tracker, stage,
                         frozen_parts=tuple(params.freeze), registered_model=registered_model)
