@@ -85,11 +85,13 @@ def test_the_alignment_term_trains_in_either_space(tmp_path, reca_model, align_a
 
 def test_the_reconstruction_term_trains_on_the_captioned_images(tmp_path, reca_model):
     # sft.lambda_reca: the starting model learns the RecA condition (template + h_v) before RecA meets it
+    degraded = _captioned_dir(tmp_path / "degraded")
+
     def post_sft(lambda_reca: float, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
         params = PostSFTParams(steps=2, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=2, lr=1e-2,
                                lambda_reca=lambda_reca)
-        result = sft.run_post(params, MODEL, _captioned_dir(tmp_path / "degraded"), reca_model, tmp_path / name,
-                              FakeTracker(), root=tmp_path / name)
+        result = sft.run_post(params, MODEL, degraded, reca_model, tmp_path / name, FakeTracker(),
+                              root=tmp_path / name)
         return result, _weights(tmp_path / name)
 
     with_term, weights = post_sft(1.0, "with")

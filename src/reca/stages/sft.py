@@ -82,7 +82,8 @@ def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path
 def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: ImageTable, inputs: dict[str, str],
                output_dir: str | Path, tracker: StageRun, stage: str, root: str | Path,
                registered_model: str | None = None) -> dict[str, Any]:
-    """The SFT objective (t2i + i2t on the captioned split) on ``adapter``, resumable under ``checkpoints/<stage>``."""
+    """The SFT objective (t2i + i2t, optionally reconstruction and alignment, on the captioned split) on
+    ``adapter``, resumable under ``checkpoints/<stage>``."""
     adapter.set_frozen(params.freeze)
     objective = RecAObjective(adapter, lambda_reca=params.lambda_reca, lambda_i2t=params.lambda_i2t,
                               lambda_t2i=params.lambda_t2i, lambda_align=params.lambda_align, align_at=params.align_at)
