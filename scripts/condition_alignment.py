@@ -57,13 +57,13 @@ METRICS = ("retrieval_pair", "retrieval_colour", "retrieval_shape", "probe_image
 def _render_batch(shape: str, colour: str, n: int, rng: np.random.Generator, size: int, degrade_params: dict
                   ) -> torch.Tensor:
     """``n`` random single-object renders of the default world, as the ``degrade`` stage prepares them."""
-    from reca.data.shapeworld import Scene, WorldSpec, _place, render
+    from reca.data.shapeworld import Scene, WorldSpec, place_objects, render
     from reca.data.transforms import degrade, resize, to_tensor
 
     spec = WorldSpec()
     images = []
     for _ in range(n):
-        image = resize(render(Scene(_place(rng, spec, [shape], [colour]), spec.image_size)), size,
+        image = resize(render(Scene(place_objects(rng, spec, [shape], [colour]), spec.image_size)), size,
                        str(degrade_params.get("resize_mode", "center_crop")))
         image = degrade(image, float(degrade_params.get("blur_sigma", 0.0)),
                         float(degrade_params.get("downup_factor", 1.0)))

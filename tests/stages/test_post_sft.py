@@ -13,7 +13,7 @@ from reca.data.transforms import to_pil
 from reca.params import ModelParams, PostSFTParams
 from reca.stages import degrade, sft
 from reca.training.registration import POINTER, read_pointer, write_pointer
-from reca_testing import TEXTS, FakeTracker, build_tiny_adapter, one_torch_thread, tiny_pixels
+from reca_testing import TEXTS, TINY, FakeTracker, build_tiny_adapter, one_torch_thread, tiny_pixels
 
 _single_thread = pytest.fixture(autouse=True)(one_torch_thread)
 MODEL = ModelParams(adapter="janus_ar")
@@ -108,3 +108,38 @@ def test_zero_steps_need_no_schedule_but_training_does():
         PostSFTParams(steps=5, warmup_steps=5)
     with pytest.raises(ValueError, match="warmup_steps"):
         PostSFTParams(steps=5, warmup_steps=0)  # DeepSpeed's warmup schedulers refuse 0
+
+
+def test_sft_learns_and_draws_recas_own_templates(tmp_path, monkeypatch):
+    # train.template_file: a model built from scratch must know the bank's words, and SFT's
+    # reconstruction term must draw from the bank RecA will use, not from the built-in one
+    from reca.inference import unknown_words
+    from reca.params import SFTParams
+    from reca.stages import model_loading
+
+    bank = ("paint zebras again", "copy the quokka picture")
+    drawn: list = []
+    real_plan = sft.plan_batches
+    monkeypatch.setattr(sft, "plan_batches", lambda *a, **kw: drawn.append(kw["templates"]) or real_plan(*a, **kw))
+    model = ModelParams(adapter="janus_ar", tiny={**TINY, "kmeans_iters": 2})
+    params = SFTParams(steps=2, batch_size=2, warmup_steps=1, log_every=1, checkpoint_every=2, lambda_reca=1.0)
+    sft.run(params, model, _captioned_dir(tmp_path / "degraded"), tmp_path / "sft", FakeTracker(),
+            root=tmp_path, templates=bank)
+    assert drawn == [list(bank)]
+    adapter = model_loading.load_model_dir(tmp_path / "sft", model)
+    assert unknown_words(adapter, " ".join(bank)) == []
+    # the built-in bank's words were not taught: the vocabulary follows the bank given
+    assert unknown_words(adapter, "reconstruct") == ["reconstruct"]
+
+
+def test_train_refuses_templates_its_model_cannot_read(tmp_path, reca_model):
+    from reca.params import TrainParams
+    from reca.stages import train
+
+    bank = tmp_path / "templates.txt"
+    bank.write_text("# mine\nredraw the okapi\n", encoding="utf-8")
+    params = TrainParams(steps=2, batch_size=2, warmup_steps=1, template_file=str(bank), lambda_i2t=0.0,
+                         lambda_t2i=0.0, use_embedding_cache=False)
+    with pytest.raises(ValueError, match=r"templates\.txt.*\['okapi', 'redraw'\].*reca sft"):
+        train.run(params, MODEL, _captioned_dir(tmp_path / "degraded"), reca_model, tmp_path / "emb",
+                  tmp_path / "out", FakeTracker(), root=tmp_path)

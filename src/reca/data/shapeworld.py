@@ -499,7 +499,7 @@ def _colour_for(rng: np.random.Generator, shape: str, spec: WorldSpec, bias: flo
     return others[int(rng.integers(len(others)))]
 
 
-def _place(rng: np.random.Generator, spec: WorldSpec, shapes: Sequence[str], colours: Sequence[str]
+def place_objects(rng: np.random.Generator, spec: WorldSpec, shapes: Sequence[str], colours: Sequence[str]
            ) -> tuple[SceneObject, ...]:
     """One object anywhere; several in distinct cells of a 2x2 grid, a gap of >= 2 pixels between cells."""
     size = spec.image_size
@@ -542,18 +542,18 @@ def sample_task_scene(rng: np.random.Generator, spec: WorldSpec, task: str, bias
     n = len(spec.shapes)
     if task in ("single_object", "colors"):
         shape = spec.shapes[int(rng.integers(n))]
-        (obj,) = _place(rng, spec, [shape], [_colour_for(rng, shape, spec, bias)])
+        (obj,) = place_objects(rng, spec, [shape], [_colour_for(rng, shape, spec, bias)])
         meta = single_object_prompt(shape) if task == "single_object" else colors_prompt(shape, obj.colour)
         return Scene((obj,), spec.image_size), meta
     if task == "counting":
         shape = spec.shapes[int(rng.integers(n))]
         count = int(rng.integers(2, spec.max_count, endpoint=True))
         colours = [_colour_for(rng, shape, spec, bias) for _ in range(count)]
-        return Scene(_place(rng, spec, [shape] * count, colours), spec.image_size), counting_prompt(shape, count)
+        return Scene(place_objects(rng, spec, [shape] * count, colours), spec.image_size), counting_prompt(shape, count)
     if task not in ("two_object", "position", "color_attr"):
         raise ValueError(f"unknown task {task!r}; GenEval's are {list(TASKS)}")
     a, b = (spec.shapes[int(i)] for i in rng.choice(n, size=2, replace=False))
-    obj_a, obj_b = _place(rng, spec, [a, b], [_colour_for(rng, a, spec, bias), _colour_for(rng, b, spec, bias)])
+    obj_a, obj_b = place_objects(rng, spec, [a, b], [_colour_for(rng, a, spec, bias), _colour_for(rng, b, spec, bias)])
     scene = Scene((obj_a, obj_b), spec.image_size)
     if task == "color_attr":
         return scene, color_attr_prompt(a, obj_a.colour, b, obj_b.colour)

@@ -6,7 +6,9 @@ patch codebook fitted on the captioned images) and trains it; with
 false`` it passes the pretrained checkpoint through unchanged, so `train`
 always starts from ``models/sft``. ``sft.lambda_reca`` adds reconstruction of
 the captioned images from their own ``h_v``, so the starting model already
-knows the condition RecA trains.
+knows the condition RecA trains. The reconstruction templates are RecA's own
+(``train.template_file``, or the built-in bank): a model built from scratch
+learns their words, and the SFT terms that read templates draw from them.
 
 `post_sft` (:func:`run_post`) is the same objective after RecA, for the
 RecA->SFT order of the paper's ablation; with 0 steps (the default) it passes
@@ -15,6 +17,7 @@ RecA->SFT order of the paper's ablation; with 0 steps (the default) it passes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,8 @@ from reca.training.runs import (
 
 
 def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_dir: str | Path,
-        tracker: StageRun, root: str | Path = ".") -> dict[str, Any]:
+        tracker: StageRun, root: str | Path = ".", templates: Sequence[str] = RECONSTRUCTION_TEMPLATES
+        ) -> dict[str, Any]:
     """Train (or pass through) the starting model; write it to ``output_dir`` in HF format."""
     captioned = ImageTable.from_manifest(degraded_dir, "captioned", require_caption=params.enabled)
     tracker.log_params({**flatten(model, "model"), "sft.enabled": params.enabled,
@@ -49,19 +53,21 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
         return {"passed_through": model.pretrained}
     # The vocabulary must cover every text the model will ever read: captions,
     # the reconstruction templates RecA draws from, and captioning instructions.
-    texts = [*captioned.captions(range(len(captioned))), *RECONSTRUCTION_TEMPLATES, *CAPTION_INSTRUCTIONS]
+    texts = [*captioned.captions(range(len(captioned))), *templates, *CAPTION_INSTRUCTIONS]
     adapter = initial_model(
         model,
         texts=texts,
         images=captioned.pixels(range(len(captioned)), "generation"),
         seed=params.seed,
     )
-    inputs = {"degraded": degraded_digest(degraded_dir), "model": model.model_dump_json()}
-    return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "sft", root)
+    inputs = {"degraded": degraded_digest(degraded_dir), "model": model.model_dump_json(),
+              "templates": "\n".join(templates)}
+    return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "sft", root, templates)
 
 
 def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path, model_dir: str | Path,
-             output_dir: str | Path, tracker: StageRun, root: str | Path = ".") -> dict[str, Any]:
+             output_dir: str | Path, tracker: StageRun, root: str | Path = ".",
+             templates: Sequence[str] = RECONSTRUCTION_TEMPLATES) -> dict[str, Any]:
     """SFT the RecA model in ``model_dir`` for ``params.steps`` more steps (RecA->SFT); 0 steps passes it through."""
     adapter = load_model_dir(model_dir, model)
     captioned = ImageTable.from_manifest(degraded_dir, "captioned", require_caption=params.trains)
@@ -73,14 +79,14 @@ def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path
         if registered is not None:  # the same weights: evaluate tags the version `train` registered
             write_pointer(output_dir, registered)
         return {"passed_through": str(model_dir)}
-    inputs = continued_run_inputs(degraded_dir, model_dir, model)
+    inputs = {**continued_run_inputs(degraded_dir, model_dir, model), "templates": "\n".join(templates)}
     # The final model is a new version of the model `train` registered.
-    return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "post_sft", root,
+    return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "post_sft", root, templates,
                       registered_model=None if registered is None else registered["name"])
 
 
 def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: ImageTable, inputs: dict[str, str],
-               output_dir: str | Path, tracker: StageRun, stage: str, root: str | Path,
+               output_dir: str | Path, tracker: StageRun, stage: str, root: str | Path, templates: Sequence[str],
                registered_model: str | None = None) -> dict[str, Any]:
     """The SFT objective (t2i + i2t, optionally reconstruction and alignment, on the captioned split) on
     ``adapter``, resumable under ``checkpoints/<stage>``."""
@@ -91,7 +97,7 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
     reconstructs = params.lambda_reca > 0
     aligns_conditions = params.lambda_align > 0 and params.align_at == "condition_states"
     planner = plan_batches(params, captioned=captioned, unlabeled=captioned if reconstructs else None,
-                           templates=RECONSTRUCTION_TEMPLATES if reconstructs or aligns_conditions else ())
+                           templates=list(templates) if reconstructs or aligns_conditions else ())
     ckpt = checkpoint_dir(root, stage, params, inputs)
     return run_training(objective, planner, params, ckpt, output_dir, tracker, stage,
                         frozen_parts=tuple(params.freeze), registered_model=registered_model)

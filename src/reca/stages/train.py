@@ -15,6 +15,7 @@ from typing import Any
 from reca.data import embedding_cache
 from reca.data.dataset import ImageTable
 from reca.fileio import read_json
+from reca.inference import unknown_words
 from reca.objectives.reca import RecAObjective
 from reca.objectives.templates import load_templates
 from reca.params import ModelParams, TrainParams, flatten
@@ -31,6 +32,7 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
     adapter = load_model_dir(model_dir, model)
     adapter.set_frozen(params.freeze)
     templates = load_templates(params.template_file)
+    _check_model_reads(adapter, templates, params.template_file)
     unlabeled = ImageTable.from_manifest(degraded_dir, "unlabeled") if params.lambda_reca > 0 else None
     needs_captions = params.lambda_i2t > 0 or params.lambda_t2i > 0
     captioned = ImageTable.from_manifest(degraded_dir, "captioned", require_caption=True) if needs_captions else None
@@ -62,3 +64,13 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
     return run_training(objective, planner, params, ckpt, output_dir, tracker, "train",
                         frozen_parts=tuple(params.freeze), copy_warn_ratio=params.copy_warn_ratio,
                         registered_model=params.registered_model)
+
+
+def _check_model_reads(adapter, templates, template_file: str | None) -> None:  # noqa: ANN001
+    """Refuse templates with words the model's tokenizer reads as ``<unk>``: they would condition nothing."""
+    unknown = sorted({word for template in templates for word in unknown_words(adapter, template)})
+    if unknown:
+        source = template_file or "the built-in template bank"
+        raise ValueError(
+            f"{source}: the model's tokenizer does not know {unknown}. A model built from scratch learns only the "
+            "words SFT saw: rerun `reca sft` (it reads train.template_file) or reword the templates")
