@@ -74,17 +74,20 @@ def _training_stage(args: argparse.Namespace, stage: str, call) -> dict:  # noqa
     return {"launched": cmd, "processes": params.processes, "hostfile": params.hostfile}
 
 
-def _recas_templates(args: argparse.Namespace) -> tuple[str, ...]:
+def _reca_templates(args: argparse.Namespace) -> tuple[str, ...]:
     """The template bank `train` will draw from, so SFT teaches the words and the condition RecA uses."""
     from reca.objectives.templates import load_templates
+    from reca.params import load_raw
 
-    return load_templates(_params(args, "train").template_file).templates
+    # A params file without a train section (SFT only) gets the built-in bank, as train would.
+    template_file = _params(args, "train").template_file if "train" in load_raw(args.params) else None
+    return load_templates(template_file).templates
 
 
 def _cmd_sft(args: argparse.Namespace) -> dict:
     from reca.stages import sft
 
-    templates = _recas_templates(args)
+    templates = _reca_templates(args)
     return _training_stage(args, "sft", lambda params, model, run: sft.run(
         params, model, args.degraded, args.output, run, templates=templates))
 
@@ -92,7 +95,7 @@ def _cmd_sft(args: argparse.Namespace) -> dict:
 def _cmd_post_sft(args: argparse.Namespace) -> dict:
     from reca.stages import sft
 
-    templates = _recas_templates(args)
+    templates = _reca_templates(args)
     return _training_stage(args, "post_sft", lambda params, model, run: sft.run_post(
         params, model, args.degraded, args.model_dir, args.output, run, templates=templates))
 

@@ -133,13 +133,13 @@ def test_sft_learns_and_draws_recas_own_templates(tmp_path, monkeypatch):
 
 
 def test_train_refuses_templates_its_model_cannot_read(tmp_path, reca_model):
-    from reca.params import TrainParams
+    from reca.params import ParamsError, TrainParams
     from reca.stages import train
 
     bank = tmp_path / "templates.txt"
     bank.write_text("# mine\nredraw the okapi\n", encoding="utf-8")
     params = TrainParams(steps=2, batch_size=2, warmup_steps=1, template_file=str(bank), lambda_i2t=0.0,
                          lambda_t2i=0.0, use_embedding_cache=False)
-    with pytest.raises(ValueError, match=r"templates\.txt.*\['okapi', 'redraw'\].*reca sft"):
+    with pytest.raises(ParamsError, match=r"templates\.txt.*\['okapi', 'redraw'\].*reca sft"):
         train.run(params, MODEL, _captioned_dir(tmp_path / "degraded"), reca_model, tmp_path / "emb",
                   tmp_path / "out", FakeTracker(), root=tmp_path)

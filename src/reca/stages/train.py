@@ -16,9 +16,10 @@ from reca.data import embedding_cache
 from reca.data.dataset import ImageTable
 from reca.fileio import read_json
 from reca.inference import unknown_words
+from reca.models.base import UMMAdapter
 from reca.objectives.reca import RecAObjective
-from reca.objectives.templates import load_templates
-from reca.params import ModelParams, TrainParams, flatten
+from reca.objectives.templates import TemplateBank, load_templates
+from reca.params import ModelParams, ParamsError, TrainParams, flatten
 from reca.stages.degrade import RECORD as DEGRADE_RECORD
 from reca.stages.model_loading import load_model_dir
 from reca.tracking.mlflow_run import StageRun
@@ -66,11 +67,12 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
                         registered_model=params.registered_model)
 
 
-def _check_model_reads(adapter, templates, template_file: str | None) -> None:  # noqa: ANN001
+def _check_model_reads(adapter: UMMAdapter, templates: TemplateBank, template_file: str | None) -> None:
     """Refuse templates with words the model's tokenizer reads as ``<unk>``: they would condition nothing."""
     unknown = sorted({word for template in templates for word in unknown_words(adapter, template)})
     if unknown:
         source = template_file or "the built-in template bank"
-        raise ValueError(
-            f"{source}: the model's tokenizer does not know {unknown}. A model built from scratch learns only the "
+        # a ParamsError: the CLI reports it as a bad setting (exit 2), not as a crash
+        raise ParamsError(
+            f"train.template_file ({source}): the model's tokenizer does not know {unknown}. A model built from scratch learns only the "
             "words SFT saw: rerun `reca sft` (it reads train.template_file) or reword the templates")
