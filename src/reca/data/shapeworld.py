@@ -500,7 +500,7 @@ def _colour_for(rng: np.random.Generator, shape: str, spec: WorldSpec, bias: flo
 
 
 def place_objects(rng: np.random.Generator, spec: WorldSpec, shapes: Sequence[str], colours: Sequence[str]
-           ) -> tuple[SceneObject, ...]:
+                  ) -> tuple[SceneObject, ...]:
     """One object anywhere; several in distinct cells of a 2x2 grid, a gap of >= 2 pixels between cells."""
     size = spec.image_size
     half = size // 2
