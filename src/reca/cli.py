@@ -77,10 +77,11 @@ def _training_stage(args: argparse.Namespace, stage: str, call) -> dict:  # noqa
 def _reca_templates(args: argparse.Namespace) -> tuple[str, ...]:
     """The template bank `train` will draw from, so SFT teaches the words and the condition RecA uses."""
     from reca.objectives.templates import load_templates
-    from reca.params import load_raw
+    from reca.params import load_raw, parse_section
 
     # A params file without a train section (SFT only) gets the built-in bank, as train would.
-    template_file = _params(args, "train").template_file if "train" in load_raw(args.params) else None
+    raw = load_raw(args.params)
+    template_file = parse_section("train", raw["train"], args.params).template_file if "train" in raw else None
     return load_templates(template_file).templates
 
 

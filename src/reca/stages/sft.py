@@ -60,8 +60,7 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
         images=captioned.pixels(range(len(captioned)), "generation"),
         seed=params.seed,
     )
-    inputs = {"degraded": degraded_digest(degraded_dir), "model": model.model_dump_json(),
-              "templates": "\n".join(templates)}
+    inputs = {"degraded": degraded_digest(degraded_dir), "model": model.model_dump_json()}
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "sft", root, templates)
 
 
@@ -79,7 +78,7 @@ def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path
         if registered is not None:  # the same weights: evaluate tags the version `train` registered
             write_pointer(output_dir, registered)
         return {"passed_through": str(model_dir)}
-    inputs = {**continued_run_inputs(degraded_dir, model_dir, model), "templates": "\n".join(templates)}
+    inputs = continued_run_inputs(degraded_dir, model_dir, model)
     # The final model is a new version of the model `train` registered.
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "post_sft", root, templates,
                       registered_model=None if registered is None else registered["name"])
@@ -98,6 +97,7 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
     aligns_conditions = params.lambda_align > 0 and params.align_at == "condition_states"
     planner = plan_batches(params, captioned=captioned, unlabeled=captioned if reconstructs else None,
                            templates=list(templates) if reconstructs or aligns_conditions else ())
-    ckpt = checkpoint_dir(root, stage, params, inputs)
+    # the bank is an input: other templates (and, from scratch, another vocabulary) make another run
+    ckpt = checkpoint_dir(root, stage, params, {**inputs, "templates": "\n".join(templates)})
     return run_training(objective, planner, params, ckpt, output_dir, tracker, stage,
                         frozen_parts=tuple(params.freeze), registered_model=registered_model)
