@@ -21,7 +21,6 @@ Each argument is a folder holding ``report/<model>/results.jsonl`` (what
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,27 +30,17 @@ from PIL import Image
 COUNTS = ("correct", "shape_any_colour", "shape_in_usual_colour", "colour_any_shape", "colour_on_other_shape")
 
 
-def results_file(path: Path) -> Path:
-    """``path`` itself if it is a file, else the one ``report/*/results.jsonl`` below it."""
-    if path.is_file():
-        return path
-    found = sorted(path.glob("report/*/results.jsonl"))
-    if len(found) != 1:
-        raise FileNotFoundError(f"{path}: expected one report/<model>/results.jsonl, found {len(found)}")
-    return found[0]
-
-
 def breakdown(results: Path, usual: Mapping[str, str], threshold: float = 0.3) -> tuple[int, dict[str, float]]:
     """Number of unusual-colour ``colors`` images in ``results`` and the % of them in each count."""
+    from reca.evaluation.results_files import read_results
     from reca.evaluation.shapeworld_detector import detect
 
     counts: Counter[str] = Counter()
     n = 0
-    for line in results.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+    for row in read_results(results):
         if row["tag"] != "colors":
             continue
-        wanted = json.loads(row["metadata"])["include"][0]
+        wanted = row["metadata"]["include"][0]
         shape, colour = wanted["class"], wanted["color"]
         if usual.get(shape) == colour:
             continue
@@ -81,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reca.params import load_section
 
     usual = dict(load_section("evaluate", opts.params).usual_colours)
-    rows = [(str(run), *breakdown(results_file(run), usual)) for run in opts.runs]
+    rows = [(str(run), *breakdown(run, usual)) for run in opts.runs]
     print(markdown(rows), end="")
     return 0
 

@@ -47,11 +47,3 @@ def test_counts_where_the_unusual_colour_went(tmp_path):
                                  "colour_any_shape": 100.0, "colour_on_other_shape": 50.0})
     table = colour_breakdown.markdown([("run", n, pct)])
     assert "| run | 2 | 50.0 | 100.0 | 50.0 | 100.0 | 50.0 |" in table
-
-
-def test_a_run_folder_needs_exactly_one_results_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="expected one"):
-        colour_breakdown.results_file(tmp_path)
-    (tmp_path / "report" / "m").mkdir(parents=True)
-    (tmp_path / "report" / "m" / "results.jsonl").write_text("")
-    assert colour_breakdown.results_file(tmp_path).name == "results.jsonl"
