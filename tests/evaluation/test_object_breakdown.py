@@ -67,3 +67,22 @@ def test_breakdown_of_rendered_failures(tmp_path):
                                             "shape_wrong": 0.0, "iou": 1.0})
     markdown = object_breakdown.markdown([("run", table)])
     assert "| run | counting | 3 | 33.3 | 33.3 | 0.0 | 33.3 | 1.000 |" in markdown
+
+
+def test_main_reads_the_world_and_thresholds_from_params(tmp_path, capsys):
+    # GenEval marked this image wrong although it holds the two squares asked for
+    rows = [_row(tmp_path, "sloppy", [SceneObject("square", "red", 8, 8, 12), SceneObject("square", "red", 24, 24, 12)],
+                 [{"class": "square", "count": 2}], False, "counting")]
+    run = tmp_path / "run" / "report" / "model"
+    run.mkdir(parents=True)
+    (run / "results.jsonl").write_text("\n".join(rows) + "\n")
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  classes: [square, circle]\n  colours: [red, blue]\n  counting_threshold: 0.95\n")
+    assert object_breakdown.main([str(tmp_path / "run"), "--params", str(params)]) == 0
+    out = capsys.readouterr().out
+    # both squares are perfect (IoU 1.0 >= 0.95), so the failure was not about objects
+    assert f"| {tmp_path / 'run'} | counting | 1 | 0.0 | 0.0 | 0.0 | 0.0 | 1.000 |" in out
+    params.write_text("evaluate:\n  classes: [circle, triangle]\n  colours: [red, blue]\n")
+    object_breakdown.main([str(tmp_path / "run"), "--params", str(params)])
+    # a world without squares reads both as another shape
+    assert f"| {tmp_path / 'run'} | counting | 1 | 0.0 | 0.0 | 0.0 | 100.0 |" in capsys.readouterr().out
