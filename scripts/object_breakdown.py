@@ -35,8 +35,6 @@ from PIL import Image
 
 TASKS = ("counting", "two_object", "position", "color_attr")
 COUNTS = ("correct", "fewer_objects", "more_objects", "shape_wrong")
-#: the exact detector's own floor (``shapeworld_detector.detect``'s ``min_score``)
-DETECTOR_MIN_SCORE = 0.8
 
 
 def classify(components: Sequence[tuple[str, float]], asked: Mapping[str, int], needed_score: float) -> str | None:
@@ -59,7 +57,7 @@ def breakdown(results: Path, *, colours: Sequence[str], shapes: Sequence[str], t
     """Per task in ``TASKS``: number of images in ``results`` and the % of them in each count (and ``iou``)."""
     from reca.data.shapeworld import PALETTE
     from reca.evaluation.results_files import read_results
-    from reca.evaluation.shapeworld_detector import detect
+    from reca.evaluation.shapeworld_detector import MIN_SCORE, detect
 
     palette = {c: PALETTE[c] for c in colours}
     counts: dict[str, Counter[str]] = defaultdict(Counter)
@@ -72,7 +70,7 @@ def breakdown(results: Path, *, colours: Sequence[str], shapes: Sequence[str], t
         for clause in row["metadata"]["include"]:
             asked[clause["class"]] += int(clause.get("count", 1))
         found = detect(Image.open(row["filename"]).convert("RGB"), colours=palette, shapes=shapes, min_score=0.0)
-        needed = max(DETECTOR_MIN_SCORE, counting_threshold if tag == "counting" else threshold)
+        needed = max(MIN_SCORE, counting_threshold if tag == "counting" else threshold)
         counts[tag]["images"] += 1
         counts[tag]["correct"] += bool(row["correct"])
         ious[tag].extend(d.score for d in found)

@@ -27,6 +27,9 @@ from PIL import Image
 
 from reca.data.shapeworld import BACKGROUND, COLOURS, SHAPES, Scene, shape_mask
 
+#: template IoU below which a component is not reported as an object (see ``detect``)
+MIN_SCORE = 0.8
+
 
 @dataclass
 class ShapeDetection:
@@ -162,7 +165,7 @@ def detect(
     shapes: Sequence[str] = SHAPES,
     min_area: int = 16,
     min_side: int = 8,
-    min_score: float = 0.8,
+    min_score: float = MIN_SCORE,
     max_distance: float = 80.0,
 ) -> list[ShapeDetection]:
     """Detect the flat-coloured shapes in a ShapeWorld image.
