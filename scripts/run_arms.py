@@ -16,7 +16,22 @@ model registration), runs ``reca train`` and ``reca evaluate`` on the trained
 model as subprocesses (a fresh process per run, as DVC would), and keeps the
 metrics. The SFT model is evaluated once, as arm ``sft`` (evaluation noise is
 fixed by ``evaluate.seed``, so it does not depend on the training seed).
-Finished runs are skipped when rerun (delete their folder to redo one).
+Finished runs are skipped when rerun (delete their folder to redo one), so a
+folder can reuse another's runs of an arm through a symlink, e.g. the (a) runs,
+which no ``--lambda-reca`` changes: ``ln -s ../arms/a_more_sft runs/arms_l025/``.
+
+Classifier-free guidance (published GenEval numbers are sampled with it): the
+arms are trained once and can be scored at other guidance scales.
+
+* ``--guidance-scale G`` scores every run at G, in ``<run>/guidance<G>/``, with
+  the tables in ``<out>/guidance<G>/``.
+* ``--select-guidance G1 G2 ...`` first picks the scale on the control, not on
+  the arm under test: arm ``--select-on`` (default ``a_more_sft``) is scored at
+  each scale on validation draws (``evaluate.prompt_seed`` and
+  ``evaluate.seed`` both + 1, in ``<run>/select/guidance<G>/``), the scale with
+  the best mean ``overall`` over seeds wins (the smaller on a tie), and every
+  arm is then scored at it as with ``--guidance-scale``. The sweep goes to
+  ``<out>/guidance_selection.md`` and ``.json``.
 
 Outputs in ``<out>``: ``arms.csv`` (arm, seed, metric, value: one row per
 metric of every run), ``arms.md`` (mean ± std over seeds per arm and task) and
@@ -81,6 +96,32 @@ def arm_params(base: Mapping[str, Any], arm: str, seed: int, steps: int | None =
     return params
 
 
+def with_evaluate(params: Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """A copy of ``params`` with ``evaluate`` keys replaced (e.g. ``guidance_scale``).
+
+    Raises:
+        reca.params.ParamsError: If the resulting ``evaluate`` section is invalid.
+    """
+    from reca.params import parse_section
+
+    params = json.loads(json.dumps(dict(params)))
+    params["evaluate"] = {**params.get("evaluate", {}), **overrides}
+    parse_section("evaluate", params["evaluate"])
+    return params
+
+
+def validation_draws(params: Mapping[str, Any]) -> dict[str, int]:
+    """``evaluate`` overrides for draws the reported scores never see: prompt and sampling seeds + 1."""
+    from reca.params import parse_section
+
+    section = parse_section("evaluate", params.get("evaluate", {}))
+    return {"prompt_seed": section.prompt_seed + 1, "seed": section.seed + 1}
+
+
+def guidance_dir(scale: float) -> str:
+    return f"guidance{scale:g}"
+
+
 def _reca(args: Sequence[str], workdir: Path, env: Mapping[str, str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as fh:
@@ -90,32 +131,81 @@ def _reca(args: Sequence[str], workdir: Path, env: Mapping[str, str], log: Path)
         raise RuntimeError(f"`reca {args[0]}` failed (exit {done.returncode}); see {log}")
 
 
-def evaluate_model(name: str, model_dir: Path, params_file: Path, run_dir: Path, opts: argparse.Namespace,
-                   env: Mapping[str, str]) -> dict[str, Any]:
-    """``reca evaluate`` one model into ``run_dir``; return its metrics (cached in ``run_dir/metrics.json``)."""
-    metrics_path = run_dir / "metrics.json"
+def evaluate_model(name: str, model_dir: Path, params: Mapping[str, Any], eval_dir: Path,
+                   opts: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """``reca evaluate`` one model with ``params`` into ``eval_dir``; return its metrics.
+
+    The metrics are cached in ``eval_dir/metrics.json``: an evaluation that finished is not redone.
+    """
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path = eval_dir / "metrics.json"
     if not metrics_path.exists():
+        params_file = eval_dir / "params.yaml"
+        params_file.write_text(yaml.safe_dump(dict(params), sort_keys=False), encoding="utf-8")
         _reca(["evaluate", "--params", str(params_file), "--degraded", str(opts.degraded),
                "--model", f"{name}={model_dir}", "--metrics", str(metrics_path),
-               "--plot-data", str(run_dir / "per_task.json"), "--chart", str(run_dir / "per_task.png"),
-               "--report-dir", str(run_dir / "report")], opts.workdir, env, run_dir / "evaluate.log")
+               "--plot-data", str(eval_dir / "per_task.json"), "--chart", str(eval_dir / "per_task.png"),
+               "--report-dir", str(eval_dir / "report")], opts.workdir, env, eval_dir / "evaluate.log")
     return json.loads(metrics_path.read_text(encoding="utf-8"))[name]
 
 
-def run_arm(arm: str, seed: int, base: Mapping[str, Any], opts: argparse.Namespace,
-            env: Mapping[str, str]) -> dict[str, Any]:
-    """Train and evaluate one (arm, seed); return the model's metrics."""
+def train_arm(arm: str, seed: int, base: Mapping[str, Any], opts: argparse.Namespace,
+              env: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
+    """Train one (arm, seed) unless its model exists; return the run folder and its params."""
     run_dir = opts.out / arm / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    params = arm_params(base, arm, seed, opts.steps, opts.lambda_reca)
     params_file = run_dir / "params.yaml"
-    params_file.write_text(yaml.safe_dump(arm_params(base, arm, seed, opts.steps, opts.lambda_reca), sort_keys=False),
-                           encoding="utf-8")
-    model_dir = run_dir / "model"
-    if not (model_dir / "model.safetensors").exists():
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    if not (run_dir / "model" / "model.safetensors").exists():
         _reca(["train", "--params", str(params_file), "--degraded", str(opts.degraded),
                "--model-dir", str(opts.model_dir), "--embeddings", str(opts.embeddings),
-               "--output", str(model_dir)], opts.workdir, env, run_dir / "train.log")
-    return evaluate_model(arm, model_dir, params_file, run_dir, opts, env)
+               "--output", str(run_dir / "model")], opts.workdir, env, run_dir / "train.log")
+    return run_dir, params
+
+
+def run_arm(arm: str, seed: int, base: Mapping[str, Any], opts: argparse.Namespace, env: Mapping[str, str],
+            guidance_scale: float | None = None) -> dict[str, Any]:
+    """Train and evaluate one (arm, seed), at ``guidance_scale`` if given; return the model's metrics."""
+    run_dir, params = train_arm(arm, seed, base, opts, env)
+    if guidance_scale is None:
+        return evaluate_model(arm, run_dir / "model", params, run_dir, opts, env)
+    return evaluate_model(arm, run_dir / "model", with_evaluate(params, guidance_scale=guidance_scale),
+                          run_dir / guidance_dir(guidance_scale), opts, env)
+
+
+def best_scale(overall: Mapping[float, Sequence[float]]) -> float:
+    """The scale with the highest mean ``overall`` over seeds; the smaller scale on a tie."""
+    return max(sorted(overall), key=lambda g: (round(statistics.fmean(overall[g]), 9), -g))
+
+
+def select_guidance(base: Mapping[str, Any], opts: argparse.Namespace, env: Mapping[str, str]) -> float:
+    """Score arm ``opts.select_on`` at every scale of ``opts.select_guidance`` on validation draws; the best scale.
+
+    Writes the sweep to ``<out>/guidance_selection.md`` and ``.json``.
+    """
+    draws = validation_draws(base)
+    overall: dict[float, list[float]] = {}
+    for scale in opts.select_guidance:
+        for seed in opts.seeds:
+            print(f"guidance selection: {opts.select_on}, seed {seed}, scale {scale:g}", file=sys.stderr, flush=True)
+            run_dir, params = train_arm(opts.select_on, seed, base, opts, env)
+            metrics = evaluate_model(opts.select_on, run_dir / "model",
+                                     with_evaluate(params, guidance_scale=scale, **draws),
+                                     run_dir / "select" / guidance_dir(scale), opts, env)
+            overall.setdefault(scale, []).append(float(metrics["overall"]))
+    best = best_scale(overall)
+    lines = [f"Guidance selected on {opts.select_on} (seeds {' '.join(map(str, opts.seeds))}), validation draws "
+             f"{draws}: {best:g}", "", "| guidance | overall (mean ± std) | per seed |", "|---|---|---|"]
+    for scale, values in overall.items():
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        lines.append(f"| {scale:g} | {100 * statistics.fmean(values):.1f} ± {100 * std:.1f} | "
+                     + " / ".join(f"{100 * v:.1f}" for v in values) + " |")
+    (opts.out / "guidance_selection.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (opts.out / "guidance_selection.json").write_text(json.dumps(
+        {"select_on": opts.select_on, "seeds": opts.seeds, "validation": draws, "best": best,
+         "overall": {f"{g:g}": v for g, v in overall.items()}}, indent=2), encoding="utf-8")
+    return best
 
 
 def long_rows(results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -189,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where runs execute, like the repository root: it must hold configs/ (DeepSpeed); "
                         "checkpoints/ and the local MLflow store go here (default: .)")
     parser.add_argument("--no-baseline", action="store_true", help="do not evaluate the SFT model itself")
+    guidance = parser.add_mutually_exclusive_group()
+    guidance.add_argument("--guidance-scale", type=float, default=None,
+                          help="score every run at this classifier-free guidance scale (default: params.yaml's, "
+                          "in the run folders themselves)")
+    guidance.add_argument("--select-guidance", type=float, nargs="+", default=None, metavar="SCALE",
+                          help="pick the guidance scale among these on --select-on's validation draws, then score "
+                          "every run at it")
+    parser.add_argument("--select-on", choices=sorted(ARMS), default="a_more_sft",
+                        help="the arm whose scores pick the guidance scale (default: a_more_sft, the control)")
     return parser
 
 
@@ -199,25 +298,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = yaml.safe_load(opts.params.read_text(encoding="utf-8"))
     for arm in opts.arms:  # every arm's train section is checked before anything runs
         arm_params(base, arm, opts.seeds[0], opts.steps, opts.lambda_reca)
+    for scale in opts.select_guidance or ([] if opts.guidance_scale is None else [opts.guidance_scale]):
+        with_evaluate(base, guidance_scale=scale)  # an invalid scale fails before anything runs
     opts.out.mkdir(parents=True, exist_ok=True)
     from reca.tracking.mlflow_run import PARENT_ENV, pipeline_run
 
     results: dict[tuple[str, int | None], dict[str, Any]] = {}
     with pipeline_run("arms", root=opts.workdir) as parent:
         env = {**os.environ, PARENT_ENV: parent}
+        scale = select_guidance(base, opts, env) if opts.select_guidance else opts.guidance_scale
+        tables = opts.out if scale is None else opts.out / guidance_dir(scale)
+        tables.mkdir(parents=True, exist_ok=True)
         if not opts.no_baseline:
             baseline_dir = opts.out / BASELINE
-            baseline_dir.mkdir(parents=True, exist_ok=True)
-            (baseline_dir / "params.yaml").write_text(yaml.safe_dump(base, sort_keys=False), encoding="utf-8")
-            results[(BASELINE, None)] = evaluate_model(BASELINE, opts.model_dir, baseline_dir / "params.yaml",
-                                                       baseline_dir, opts, env)
+            params = base if scale is None else with_evaluate(base, guidance_scale=scale)
+            results[(BASELINE, None)] = evaluate_model(
+                BASELINE, opts.model_dir, params, baseline_dir if scale is None else baseline_dir / guidance_dir(scale),
+                opts, env)
         for seed in opts.seeds:
             for arm in opts.arms:
                 print(f"arm {arm}, seed {seed}", file=sys.stderr, flush=True)
-                results[(arm, seed)] = run_arm(arm, seed, base, opts, env)
-                write_tables(opts.out, results)  # a partial table survives an interruption
-    write_tables(opts.out, results)
-    print((opts.out / "arms.md").read_text(encoding="utf-8"))
+                results[(arm, seed)] = run_arm(arm, seed, base, opts, env, scale)
+                write_tables(tables, results)  # a partial table survives an interruption
+    write_tables(tables, results)
+    print((tables / "arms.md").read_text(encoding="utf-8"))
     return 0
 
 

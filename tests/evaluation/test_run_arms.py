@@ -69,6 +69,70 @@ def test_tables_per_arm_seed_and_metric(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "arms.json").read_text())["runs"] == content["runs"]
 
 
+def test_evaluate_overrides_are_validated_and_validation_draws_differ_from_reported_ones() -> None:
+    guided = run_arms.with_evaluate(BASE, guidance_scale=1.5)
+    assert guided["evaluate"] == {**BASE["evaluate"], "guidance_scale": 1.5} and guided["train"] == BASE["train"]
+    assert BASE["evaluate"]["guidance_scale"] == 1.0  # the base is not modified
+    with pytest.raises(ParamsError, match="guidance_scale"):
+        run_arms.with_evaluate(BASE, guidance_scale=0.5)
+    draws = run_arms.validation_draws(BASE)
+    assert draws == {"prompt_seed": BASE["evaluate"]["prompt_seed"] + 1, "seed": BASE["evaluate"]["seed"] + 1}
+
+
+def test_best_scale_is_the_best_mean_over_seeds_and_the_smaller_on_a_tie() -> None:
+    assert run_arms.best_scale({1.0: [0.5, 0.5], 1.5: [0.7, 0.4], 2.0: [0.6, 0.6]}) == 2.0
+    assert run_arms.best_scale({2.0: [0.6, 0.4], 1.25: [0.5, 0.5], 3.0: [0.1, 0.2]}) == 1.25
+
+
+def fake_reca(calls: list[tuple[str, str, float, int, int]]):
+    """A stand-in for the `reca` subprocesses: train writes a model, evaluate scores a made-up curve.
+
+    The control's ``overall`` peaks at guidance 1.5 on validation draws and at 2 on the reported ones,
+    so a selection that read the reported draws would pick the wrong scale.
+    """
+    def run(args, workdir, env, log):
+        if args[0] == "train":
+            out = Path(args[args.index("--output") + 1])
+            out.mkdir(parents=True)
+            (out / "model.safetensors").write_bytes(b"")
+            return
+        evaluate = yaml.safe_load(Path(args[args.index("--params") + 1]).read_text())["evaluate"]
+        name = args[args.index("--model") + 1].split("=")[0]
+        g, validation = evaluate["guidance_scale"], evaluate["prompt_seed"] != BASE["evaluate"]["prompt_seed"]
+        calls.append((name, "validation" if validation else "reported", g, evaluate["prompt_seed"], evaluate["seed"]))
+        peak = 1.5 if validation else 2.0
+        overall = 0.5 - (g - peak) ** 2 + (0.1 if name == "b_reca_sft" else 0.0)
+        Path(args[args.index("--metrics") + 1]).write_text(json.dumps({name: {"overall": overall, "colors": 0.3}}))
+    return run
+
+
+def test_guidance_is_selected_on_the_control_then_every_run_is_scored_at_it(tmp_path: Path, monkeypatch) -> None:
+    calls: list = []
+    monkeypatch.setattr(run_arms, "_reca", fake_reca(calls))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(BASE))
+    out = tmp_path / "arms"
+    argv = ["--params", str(params), "--seeds", "0", "1", "--arms", "a_more_sft", "b_reca_sft", "--out", str(out),
+            "--workdir", str(tmp_path), "--select-guidance", "1", "1.5", "2", "--no-baseline"]
+    assert run_arms.main(argv) == 0
+    validation = [c for c in calls if c[1] == "validation"]
+    prompt_seed, seed = BASE["evaluate"]["prompt_seed"] + 1, BASE["evaluate"]["seed"] + 1
+    assert sorted(validation) == sorted(("a_more_sft", "validation", g, prompt_seed, seed)
+                                        for g in (1.0, 1.5, 2.0) for _ in (0, 1))
+    reported = [c for c in calls if c[1] == "reported"]
+    assert sorted(reported) == sorted((arm, "reported", 1.5, BASE["evaluate"]["prompt_seed"], BASE["evaluate"]["seed"])
+                                      for arm in ("a_more_sft", "b_reca_sft") for _ in (0, 1))
+    assert json.loads((out / "guidance_selection.json").read_text())["best"] == 1.5
+    assert "| 1.5 | 50.0 ± 0.0 | 50.0 / 50.0 |" in (out / "guidance_selection.md").read_text()
+    assert (out / "b_reca_sft" / "seed1" / "guidance1.5" / "metrics.json").exists()
+    assert "| b_reca_sft | 2 | 35.0 ± 0.0 |" in (out / "guidance1.5" / "arms.md").read_text()
+    assert not (out / "arms.md").exists()  # the unguided table is not overwritten
+
+    calls.clear()  # a rerun finds every evaluation done and trains nothing
+    assert run_arms.main(argv) == 0 and calls == []
+
+
 @pytest.mark.slow
 def test_shrunken_sweep_trains_and_scores_every_arm(tmp_path: Path) -> None:
     params = json.loads(json.dumps(BASE))
