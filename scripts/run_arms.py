@@ -122,6 +122,13 @@ def guidance_dir(scale: float) -> str:
     return f"guidance{scale:g}"
 
 
+def scored_at(params: Mapping[str, Any], run_dir: Path, scale: float | None) -> tuple[dict[str, Any], Path]:
+    """The params and folder of an evaluation at guidance ``scale``: ``run_dir`` itself when ``scale`` is None."""
+    if scale is None:
+        return dict(params), run_dir
+    return with_evaluate(params, guidance_scale=scale), run_dir / guidance_dir(scale)
+
+
 def _reca(args: Sequence[str], workdir: Path, env: Mapping[str, str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w", encoding="utf-8") as fh:
@@ -168,10 +175,7 @@ def run_arm(arm: str, seed: int, base: Mapping[str, Any], opts: argparse.Namespa
             guidance_scale: float | None = None) -> dict[str, Any]:
     """Train and evaluate one (arm, seed), at ``guidance_scale`` if given; return the model's metrics."""
     run_dir, params = train_arm(arm, seed, base, opts, env)
-    if guidance_scale is None:
-        return evaluate_model(arm, run_dir / "model", params, run_dir, opts, env)
-    return evaluate_model(arm, run_dir / "model", with_evaluate(params, guidance_scale=guidance_scale),
-                          run_dir / guidance_dir(guidance_scale), opts, env)
+    return evaluate_model(arm, run_dir / "model", *scored_at(params, run_dir, guidance_scale), opts, env)
 
 
 def best_scale(overall: Mapping[float, Sequence[float]]) -> float:
@@ -310,11 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         tables = opts.out if scale is None else opts.out / guidance_dir(scale)
         tables.mkdir(parents=True, exist_ok=True)
         if not opts.no_baseline:
-            baseline_dir = opts.out / BASELINE
-            params = base if scale is None else with_evaluate(base, guidance_scale=scale)
-            results[(BASELINE, None)] = evaluate_model(
-                BASELINE, opts.model_dir, params, baseline_dir if scale is None else baseline_dir / guidance_dir(scale),
-                opts, env)
+            results[(BASELINE, None)] = evaluate_model(BASELINE, opts.model_dir,
+                                                       *scored_at(base, opts.out / BASELINE, scale), opts, env)
         for seed in opts.seeds:
             for arm in opts.arms:
                 print(f"arm {arm}, seed {seed}", file=sys.stderr, flush=True)

@@ -114,7 +114,7 @@ def test_guidance_is_selected_on_the_control_then_every_run_is_scored_at_it(tmp_
     params.write_text(yaml.safe_dump(BASE))
     out = tmp_path / "arms"
     argv = ["--params", str(params), "--seeds", "0", "1", "--arms", "a_more_sft", "b_reca_sft", "--out", str(out),
-            "--workdir", str(tmp_path), "--select-guidance", "1", "1.5", "2", "--no-baseline"]
+            "--workdir", str(tmp_path), "--select-guidance", "1", "1.5", "2"]
     assert run_arms.main(argv) == 0
     validation = [c for c in calls if c[1] == "validation"]
     prompt_seed, seed = BASE["evaluate"]["prompt_seed"] + 1, BASE["evaluate"]["seed"] + 1
@@ -122,11 +122,13 @@ def test_guidance_is_selected_on_the_control_then_every_run_is_scored_at_it(tmp_
                                         for g in (1.0, 1.5, 2.0) for _ in (0, 1))
     reported = [c for c in calls if c[1] == "reported"]
     assert sorted(reported) == sorted((arm, "reported", 1.5, BASE["evaluate"]["prompt_seed"], BASE["evaluate"]["seed"])
-                                      for arm in ("a_more_sft", "b_reca_sft") for _ in (0, 1))
+                                      for arm in ("sft", "a_more_sft", "a_more_sft", "b_reca_sft", "b_reca_sft"))
     assert json.loads((out / "guidance_selection.json").read_text())["best"] == 1.5
     assert "| 1.5 | 50.0 ± 0.0 | 50.0 / 50.0 |" in (out / "guidance_selection.md").read_text()
     assert (out / "b_reca_sft" / "seed1" / "guidance1.5" / "metrics.json").exists()
-    assert "| b_reca_sft | 2 | 35.0 ± 0.0 |" in (out / "guidance1.5" / "arms.md").read_text()
+    table = (out / "guidance1.5" / "arms.md").read_text()
+    assert "| b_reca_sft | 2 | 35.0 ± 0.0 |" in table and "| sft | 1 | 25.0 ± 0.0 |" in table
+    assert (out / "sft" / "guidance1.5" / "metrics.json").exists()
     assert not (out / "arms.md").exists()  # the unguided table is not overwritten
 
     calls.clear()  # a rerun finds every evaluation done and trains nothing
