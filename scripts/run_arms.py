@@ -72,6 +72,17 @@ SUMMARY_METRICS = ("overall", "single_object", "two_object", "counting", "colors
                    "recon_hv_cosine")
 
 
+def plain_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of plain YAML data."""
+    return json.loads(json.dumps(dict(data)))
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (0 for a single seed, NaN mean for none)."""
+    mean = statistics.fmean(values) if values else float("nan")
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def arm_params(base: Mapping[str, Any], arm: str, seed: int, steps: int | None = None,
                lambda_reca: float | None = None) -> dict[str, Any]:
     """params.yaml contents for one (arm, seed): the arm's ``train`` overrides on top of ``base``.
@@ -85,7 +96,7 @@ def arm_params(base: Mapping[str, Any], arm: str, seed: int, steps: int | None =
     """
     from reca.params import parse_section
 
-    params = json.loads(json.dumps(dict(base)))  # a deep copy of plain YAML data
+    params = plain_copy(base)
     train = {**params.get("train", {}), **ARMS[arm], "seed": seed, "registered_model": None}
     if steps is not None:
         train["steps"] = steps
@@ -104,7 +115,7 @@ def with_evaluate(params: Mapping[str, Any], **overrides: Any) -> dict[str, Any]
     """
     from reca.params import parse_section
 
-    params = json.loads(json.dumps(dict(params)))
+    params = plain_copy(params)
     params["evaluate"] = {**params.get("evaluate", {}), **overrides}
     parse_section("evaluate", params["evaluate"])
     return params
@@ -180,7 +191,7 @@ def run_arm(arm: str, seed: int, base: Mapping[str, Any], opts: argparse.Namespa
 
 def best_scale(overall: Mapping[float, Sequence[float]]) -> float:
     """The scale with the highest mean ``overall`` over seeds; the smaller scale on a tie."""
-    return max(sorted(overall), key=lambda g: (round(statistics.fmean(overall[g]), 9), -g))
+    return max(sorted(overall), key=lambda g: (round(mean_std(overall[g])[0], 9), -g))
 
 
 def select_guidance(base: Mapping[str, Any], opts: argparse.Namespace, env: Mapping[str, str]) -> float:
@@ -202,8 +213,8 @@ def select_guidance(base: Mapping[str, Any], opts: argparse.Namespace, env: Mapp
     lines = [f"Guidance selected on {opts.select_on} (seeds {' '.join(map(str, opts.seeds))}), validation draws "
              f"{draws}: {best:g}", "", "| guidance | overall (mean ± std) | per seed |", "|---|---|---|"]
     for scale, values in overall.items():
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        lines.append(f"| {scale:g} | {100 * statistics.fmean(values):.1f} ± {100 * std:.1f} | "
+        mean, std = mean_std(values)
+        lines.append(f"| {scale:g} | {100 * mean:.1f} ± {100 * std:.1f} | "
                      + " / ".join(f"{100 * v:.1f}" for v in values) + " |")
     (opts.out / "guidance_selection.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (opts.out / "guidance_selection.json").write_text(json.dumps(
@@ -229,8 +240,7 @@ def summary_table(results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -
         cells = []
         for metric in metrics:
             values = [float(v[metric]) for v in runs if metric in v]
-            mean = statistics.fmean(values) if values else float("nan")
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            mean, std = mean_std(values)
             rows.append({"arm": arm, "metric": metric, "mean": mean, "std": std, "n": len(values)})
             scale = 1.0 if metric.startswith("recon_") else 100.0
             cells.append(f"{scale * mean:.1f} ± {scale * std:.1f}" if values else "–")
