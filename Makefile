@@ -43,7 +43,7 @@ lint: setup
 clean-outputs:
 	rm -rf data/curated data/degraded data/embeddings models metrics reports checkpoints
 
-# Local services, bound to 127.0.0.1 (README: "Orchestration: Prefect", "Tracking: MLflow").
+# Local services, bound to 127.0.0.1 (docs/tracking.md: "Orchestration: Prefect", "MLflow").
 PREFECT_PORT ?= 4200
 MLFLOW_PORT ?= 5000
 

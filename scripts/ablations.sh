@@ -66,7 +66,7 @@ exp i2t-1 -S train.lambda_i2t=1.0
 exp cond-understanding -S train.condition=understanding
 exp cond-vae-latents -S train.condition=generation_latents
 
-# Control (SCIENCE.md): the same unbiased images with h_v removed from the condition
+# Control that isolates h_v: the same unbiased images with h_v removed from the condition
 # (template only); a RecA gain over this control is a gain from h_v.
 exp cond-template-only -S train.condition=template_only
 

@@ -33,7 +33,7 @@ COUNTS = ("correct", "shape_any_colour", "shape_in_usual_colour", "colour_any_sh
 def breakdown(results: Path, usual: Mapping[str, str], threshold: float = 0.3) -> tuple[int, dict[str, float]]:
     """Number of unusual-colour ``colors`` images in ``results`` and the % of them in each count."""
     from reca.evaluation.results_files import read_results
-    from reca.evaluation.shapeworld_detector import detect
+    from reca.shapeworld.detector import detect
 
     counts: Counter[str] = Counter()
     n = 0

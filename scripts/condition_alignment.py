@@ -57,8 +57,8 @@ METRICS = ("retrieval_pair", "retrieval_colour", "retrieval_shape", "probe_image
 def _render_batch(shape: str, colour: str, n: int, rng: np.random.Generator, size: int, degrade_params: dict
                   ) -> torch.Tensor:
     """``n`` random single-object renders of the default world, as the ``degrade`` stage prepares them."""
-    from reca.data.shapeworld import Scene, WorldSpec, place_objects, render
     from reca.data.transforms import degrade, resize, to_tensor
+    from reca.shapeworld.world import Scene, WorldSpec, place_objects, render
 
     spec = WorldSpec()
     images = []

@@ -55,9 +55,9 @@ def classify(components: Sequence[tuple[str, float]], asked: Mapping[str, int], 
 def breakdown(results: Path, *, colours: Sequence[str], shapes: Sequence[str], threshold: float = 0.3,
               counting_threshold: float = 0.9) -> dict[str, tuple[int, dict[str, float]]]:
     """Per task in ``TASKS``: number of images in ``results`` and the % of them in each count (and ``iou``)."""
-    from reca.data.shapeworld import PALETTE
     from reca.evaluation.results_files import read_results
-    from reca.evaluation.shapeworld_detector import MIN_SCORE, detect
+    from reca.shapeworld.detector import MIN_SCORE, detect
+    from reca.shapeworld.world import PALETTE
 
     palette = {c: PALETTE[c] for c in colours}
     counts: dict[str, Counter[str]] = defaultdict(Counter)

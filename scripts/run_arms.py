@@ -1,8 +1,9 @@
 """Run the RecA experiment arms from one SFT checkpoint over seeds, and tabulate their GenEval scores.
 
-Arms (SCIENCE.md: which control isolates the effect of h_v), each a `reca
-train` from the same ``--model-dir`` with the same number of steps and the
-rest of params.yaml's ``train`` section unchanged:
+Arms, each a `reca train` from the same ``--model-dir`` with the same number
+of steps and the rest of params.yaml's ``train`` section unchanged; (c) is the
+control that isolates the effect of h_v (a RecA gain over it is a gain from
+h_v, not from seeing unbiased images):
 
 * ``a_more_sft``      more SFT on the captioned split: λ_reca 0, λ_i2t 1, λ_t2i 1
 * ``b_reca_sft``      RecA mixed with the SFT losses: λ_reca 1, λ_i2t 1, λ_t2i 1
@@ -37,9 +38,31 @@ Outputs in ``<out>``: ``arms.csv`` (arm, seed, metric, value: one row per
 metric of every run), ``arms.md`` (mean ± std over seeds per arm and task) and
 ``arms.json`` (both). Every run is an MLflow child of one ``arms`` parent run.
 
+Result tables for the documentation (``docs/results/``) are written here too,
+never pasted by hand:
+
+* ``--results-dir DIR`` (with ``--results-name NAME``, default the ``--out``
+  folder's name plus ``_guidance<G>`` under guidance) also writes
+  ``DIR/NAME_seeds.csv`` (the per-seed record, ``arms.csv``'s format),
+  ``DIR/NAME.csv`` (arm, metric, mean, std, n) and ``DIR/NAME.md`` (mean ± std
+  over seeds per task, then every run). With ``--lambda-reca`` the arms with a
+  RecA term are labelled ``<arm> (λ <value>)`` there, so runs at several
+  weights can share one table.
+* ``--summarise CSV [CSV ...]`` trains nothing: it reads per-seed records
+  (``NAME_seeds.csv`` or a run folder's ``arms.csv``; several are merged) and
+  writes ``NAME.csv`` and ``NAME.md`` again, in ``--results-dir`` (default:
+  the first CSV's folder).
+* ``--embed FILE ...`` rewrites, in those markdown files, every block between
+  ``<!-- results NAME summary[: METRIC ...] -->`` (or ``runs``) and
+  ``<!-- /results -->`` with that table of ``DIR/NAME_seeds.csv``.
+
 Example (the lead's full run; minutes per arm on 2 CPU cores)::
 
     python scripts/run_arms.py --seeds 0 1 2 --out runs/arms
+
+and the documentation's tables again from their records::
+
+    python scripts/run_arms.py --summarise docs/results/arms_500_seeds.csv --embed README.md docs/research-log.md
 
 Run ``python scripts/run_arms.py --help`` for every option.
 """
@@ -50,6 +73,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -70,6 +94,13 @@ BASELINE = "sft"
 SUMMARY_METRICS = ("overall", "single_object", "two_object", "counting", "colors", "position", "color_attr",
                    "colors_usual", "colors_unusual", "color_attr_unusual", "recon_psnr", "recon_ssim",
                    "recon_hv_cosine")
+#: metrics in [0, 1] that are not accuracies: shown as they are, with two decimals
+UNIT_METRICS = ("recon_ssim", "recon_hv_cosine")
+#: ``<!-- results NAME summary|runs[: METRIC ...] -->`` ... ``<!-- /results -->`` in a markdown file
+RESULTS_BLOCK = re.compile(r"(?P<open><!-- results (?P<name>[\w.\-]+) (?P<kind>summary|runs)"
+                           r"(?:: (?P<metrics>[\w ]+?))? -->\n)(?P<body>.*?)(?P<close><!-- /results -->)", re.S)
+
+Results = Mapping[tuple[str, "int | None"], Mapping[str, Any]]
 
 
 def plain_copy(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,27 +261,46 @@ def long_rows(results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -> li
             if isinstance(value, (int, float)) and not key.endswith("_images")]
 
 
-def summary_table(results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -> tuple[list[dict], str]:
-    """Mean ± std over seeds per arm and metric, as rows and as a markdown table (percent for accuracies)."""
+def _shown(metric: str) -> tuple[float, str]:
+    """How a metric is printed: accuracies in percent with one decimal, PSNR in dB, SSIM and cosines as is."""
+    if metric in UNIT_METRICS:
+        return 1.0, ".2f"
+    return (1.0, ".1f") if metric.startswith("recon_") else (100.0, ".1f")
+
+
+def _metrics(results: Results, metrics: Sequence[str] | None) -> list[str]:
+    return list(metrics) if metrics else [m for m in SUMMARY_METRICS if any(m in v for v in results.values())]
+
+
+def summary_table(results: Results, metrics: Sequence[str] | None = None) -> tuple[list[dict], str]:
+    """Mean ± std over seeds per arm and metric, as rows and as a markdown table (percent for accuracies).
+
+    Args:
+        results: Metrics per (arm, seed); the baseline's seed is None.
+        metrics: Columns to show (default: every metric of ``SUMMARY_METRICS`` that some run has).
+    """
     arms = list(dict.fromkeys(arm for arm, _ in results))
-    metrics = [m for m in SUMMARY_METRICS if any(m in v for v in results.values())]
+    metrics = _metrics(results, metrics)
     rows, lines = [], ["| arm | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for arm in arms:
         runs = [v for (a, _), v in results.items() if a == arm]
         cells = []
         for metric in metrics:
             values = [float(v[metric]) for v in runs if metric in v]
+            if not values:  # e.g. the SFT baseline has no arm-only metric
+                cells.append("–")
+                continue
             mean, std = mean_std(values)
             rows.append({"arm": arm, "metric": metric, "mean": mean, "std": std, "n": len(values)})
-            scale = 1.0 if metric.startswith("recon_") else 100.0
-            cells.append(f"{scale * mean:.1f} ± {scale * std:.1f}" if values else "–")
+            scale, fmt = _shown(metric)
+            cells.append(f"{scale * mean:{fmt}} ± {scale * std:{fmt}}")
         lines.append(f"| {arm} | {len(runs)} | " + " | ".join(cells) + " |")
     return rows, "\n".join(lines) + "\n"
 
 
-def per_run_table(results: Mapping[tuple[str, int | None], Mapping[str, Any]]) -> str:
+def per_run_table(results: Results, metrics: Sequence[str] | None = None) -> str:
     """Every run's scores, one row per (arm, seed), as a markdown table (percent for accuracies)."""
-    metrics = [m for m in SUMMARY_METRICS if any(m in v for v in results.values())]
+    metrics = _metrics(results, metrics)
     lines = ["| arm | seed | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for (arm, seed), values in results.items():
         cells = [("–" if m not in values else
@@ -273,6 +323,111 @@ def write_tables(out: Path, results: Mapping[tuple[str, int | None], Mapping[str
     content = {"runs": rows, "summary": summary}
     (out / "arms.json").write_text(json.dumps(content, indent=2), encoding="utf-8")
     return content
+
+
+def arm_label(arm: str, lambda_reca: float | None) -> str:
+    """An arm's name in a results record: ``<arm> (λ <w>)`` when ``--lambda-reca`` set the weight of its RecA term."""
+    if lambda_reca is None or arm not in ARMS or ARMS[arm]["lambda_reca"] == 0:
+        return arm
+    return f"{arm} (λ {lambda_reca:g})"
+
+
+def read_runs(paths: Sequence[Path]) -> dict[tuple[str, int | None], dict[str, float]]:
+    """Metrics per (arm, seed) from per-seed records (``arms.csv`` rows: arm, seed, metric, value), merged in order.
+
+    A run may appear in several records (e.g. the (a) runs every ``--lambda-reca`` folder shares) only with the
+    same values.
+
+    Raises:
+        ValueError: On a record without those columns, or two different values of one (arm, seed, metric).
+    """
+    results: dict[tuple[str, int | None], dict[str, float]] = {}
+    for path in paths:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != ["arm", "seed", "metric", "value"]:
+                raise ValueError(f"{path}: expected the columns arm,seed,metric,value, got {reader.fieldnames}")
+            for line, row in enumerate(reader, start=2):
+                key = (row["arm"], int(row["seed"]) if row["seed"] else None)
+                value, known = float(row["value"]), results.setdefault(key, {}).get(row["metric"])
+                if known is not None and known != value:
+                    raise ValueError(f"{path}:{line}: {row['arm']} seed {row['seed'] or '–'} {row['metric']} is "
+                                     f"{value} here and {known} in an earlier record")
+                results[key][row["metric"]] = value
+    return results
+
+
+def results_markdown(name: str, results: Results) -> str:
+    """The page ``NAME.md`` of a results folder: what it is, mean ± std over seeds, then every run."""
+    _, summary = summary_table(results)
+    return (f"# Results `{name}`: GenEval scores of the arms over seeds\n\n"
+            f"Written by `scripts/run_arms.py` from the per-seed record `{name}_seeds.csv` beside it (one row per "
+            f"arm, seed and metric), never by hand: `python scripts/run_arms.py --summarise` on that record writes "
+            f"this page and `{name}.csv` again. Which runs these are: [the index](README.md); back to "
+            f"[the research log](../research-log.md).\n\n"
+            "Mean ± sample standard deviation over seeds (`seeds`: runs; accuracies in % of images, PSNR in dB):"
+            f"\n\n{summary}\nEvery run:\n\n{per_run_table(results)}")
+
+
+def write_results(results_dir: Path, name: str, results: Results) -> dict[str, Path]:
+    """Write ``NAME_seeds.csv`` (the per-seed record), ``NAME.csv`` (arm, metric, mean, std, n) and ``NAME.md``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"seeds": results_dir / f"{name}_seeds.csv", "summary": results_dir / f"{name}.csv",
+             "markdown": results_dir / f"{name}.md"}
+    with open(paths["seeds"], "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["arm", "seed", "metric", "value"])
+        writer.writeheader()
+        writer.writerows(long_rows(results))
+    with open(paths["summary"], "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["arm", "metric", "mean", "std", "n"])
+        writer.writeheader()
+        writer.writerows(summary_table(results)[0])
+    paths["markdown"].write_text(results_markdown(name, results), encoding="utf-8")
+    return paths
+
+
+def embed_tables(markdown: str, results_dir: Path) -> str:
+    """``markdown`` with every results block rewritten from ``results_dir/NAME_seeds.csv``.
+
+    A block is ``<!-- results NAME summary -->`` (mean ± std) or ``<!-- results NAME runs -->`` (every run),
+    optionally with ``: METRIC ...`` naming the columns, up to ``<!-- /results -->``.
+
+    Raises:
+        FileNotFoundError: If a block names a record that ``results_dir`` does not hold.
+    """
+    def table(match: re.Match) -> str:
+        results = read_runs([results_dir / f"{match['name']}_seeds.csv"])
+        metrics = match["metrics"].split() if match["metrics"] else None
+        body = summary_table(results, metrics)[1] if match["kind"] == "summary" else per_run_table(results, metrics)
+        return match["open"] + "\n" + body + "\n" + match["close"]  # blank lines: the table ends before the close
+
+    return RESULTS_BLOCK.sub(table, markdown)
+
+
+def embed_in(files: Sequence[Path], results_dir: Path) -> list[Path]:
+    """Rewrite the results blocks of ``files`` in place; return the files that changed."""
+    changed = []
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        new = embed_tables(text, results_dir)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
+def summarise(opts: argparse.Namespace) -> int:
+    """``--summarise``: write a results folder's tables again from per-seed records; train nothing."""
+    name = opts.results_name
+    if name is None:
+        if len(opts.summarise) > 1 or not opts.summarise[0].stem.endswith("_seeds"):
+            build_parser().error("--summarise needs --results-name unless it reads one NAME_seeds.csv")
+        name = opts.summarise[0].stem.removesuffix("_seeds")
+    results_dir = opts.results_dir or opts.summarise[0].parent
+    paths = write_results(results_dir, name, read_runs(opts.summarise))
+    changed = embed_in(opts.embed or [], results_dir)
+    print(json.dumps({"written": [str(p) for p in paths.values()], "embedded": [str(p) for p in changed]}, indent=2))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,11 +457,26 @@ def build_parser() -> argparse.ArgumentParser:
                           "every run at it")
     parser.add_argument("--select-on", choices=sorted(ARMS), default="a_more_sft",
                         help="the arm whose scores pick the guidance scale (default: a_more_sft, the control)")
+    results = parser.add_argument_group("result tables for the documentation (docs/results)")
+    results.add_argument("--results-dir", type=Path, default=None,
+                         help="also write NAME_seeds.csv, NAME.csv and NAME.md here, e.g. docs/results (default: "
+                         "none; with --summarise, the first record's folder)")
+    results.add_argument("--results-name", default=None,
+                         help="NAME of those files (default: the --out folder's name, plus _guidance<G> under "
+                         "guidance; with --summarise, the record's name without _seeds)")
+    results.add_argument("--summarise", type=Path, nargs="+", default=None, metavar="CSV",
+                         help="train nothing: write NAME.csv and NAME.md from these per-seed records "
+                         "(NAME_seeds.csv or a run folder's arms.csv; several are merged)")
+    results.add_argument("--embed", type=Path, nargs="+", default=None, metavar="MD",
+                         help="then rewrite the <!-- results NAME ... --> blocks of these markdown files from "
+                         "the records in the results folder")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = build_parser().parse_args(argv)
+    if opts.summarise:
+        return summarise(opts)
     for name in ("params", "degraded", "model_dir", "out", "embeddings", "workdir"):
         setattr(opts, name, getattr(opts, name).resolve())
     base = yaml.safe_load(opts.params.read_text(encoding="utf-8"))
@@ -333,6 +503,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write_tables(tables, results)  # a partial table survives an interruption
     write_tables(tables, results)
     print((tables / "arms.md").read_text(encoding="utf-8"))
+    if opts.results_dir is not None:
+        name = opts.results_name or opts.out.name + ("" if scale is None else f"_{guidance_dir(scale)}")
+        labelled = {(arm_label(arm, opts.lambda_reca), seed): v for (arm, seed), v in results.items()}
+        write_results(opts.results_dir, name, labelled)
+        embed_in(opts.embed or [], opts.results_dir)
     return 0
 
 

@@ -21,7 +21,7 @@ os.environ.setdefault("PREFECT_HOME", str(REPO / ".cache" / "prefect-tests"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from reca_testing import build_tiny_adapter  # noqa: E402
+from reca_fixtures.models import build_tiny_adapter  # noqa: E402
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from reca.cli import build_parser, main
-from reca_testing import build_tiny_adapter, isolated_mlflow_store, tiny_pixels
+from reca_fixtures.models import build_tiny_adapter, tiny_pixels
+from reca_fixtures.tracking import isolated_mlflow_store
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for the typed params.yaml schema (reca.params)."""
+"""Tests for the typed params.yaml schema (reca.params), and the `model` section checked against its adapter."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reca.models.model_params import load_model_params, resolve_model_params, validate_params_file
 from reca.params import (
     SECTIONS,
     CurateParams,
@@ -37,7 +38,7 @@ def test_defaults_of_every_section_validate(section: str) -> None:
 
 
 def test_repo_params_yaml_validates_every_section() -> None:
-    parsed = validate_file(REPO_PARAMS)
+    parsed = validate_params_file(REPO_PARAMS)
     assert set(parsed) == set(SECTIONS)
     assert parsed["train"].zero_stage == 2
     assert parsed["degrade"].downup_factor == 0.5
@@ -59,8 +60,9 @@ def test_unknown_key_names_dotted_key_and_lists_allowed_keys(tmp_path: Path) -> 
 
 def test_nested_unknown_key_lists_keys_of_the_nested_section(tmp_path: Path) -> None:
     path = _write(tmp_path, {"model": {"tiny": {"hidden_sise": 64}}})
+    validate_file(path)  # the schema keeps `tiny` raw: its keys belong to the adapter
     with pytest.raises(ParamsError) as info:
-        validate_file(path)
+        validate_params_file(path)
     msg = str(info.value)
     assert "model.tiny.hidden_sise" in msg
     allowed = [k.strip() for k in msg.split("allowed keys here:", 1)[1].split(",")]
@@ -87,7 +89,7 @@ def test_nested_unknown_key_lists_keys_of_the_nested_section(tmp_path: Path) -> 
 def test_bad_value_names_the_key(tmp_path: Path, section: str, raw: dict, needle: str) -> None:
     path = _write(tmp_path, {section: raw})
     with pytest.raises(ParamsError) as info:
-        validate_file(path)
+        validate_params_file(path)
     assert needle in str(info.value)
     assert str(path) in str(info.value)
 
@@ -150,10 +152,32 @@ def test_flatten_gives_dotted_keys_and_joins_lists() -> None:
 
 
 def test_flatten_recurses_into_nested_sections() -> None:
-    flat = flatten(ModelParams(), "model")
+    flat = flatten(resolve_model_params(ModelParams()), "model")
     assert flat["model.tiny.hidden_size"] == 128
     assert flat["model.tiny.token_patch_size"] == 4
     assert flat["model.adapter"] == "janus_ar"
     assert "model.tiny" not in flat
     flat_curate = flatten(CurateParams(splits=["a", "b"]), "curate")
     assert flat_curate["curate.splits"] == "a,b"
+
+
+def test_model_section_errors_name_the_key_the_adapter_rejects(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"model": {"adapter": "nope"}})
+    with pytest.raises(ParamsError, match=r"invalid `model` section:\n  model: unknown adapter 'nope'; available: "):
+        load_model_params(path)
+    path = _write(tmp_path, {"model": {"image_tokenizer": "pixels"}})
+    with pytest.raises(ParamsError, match=r"model\.image_tokenizer: 'pixels' is not one janus_ar accepts; allowed: "):
+        load_model_params(path)
+    path = _write(tmp_path, {"model": {"tiny": {"hidden_sise": 64}}})
+    with pytest.raises(ParamsError, match=r"params\.yaml: invalid `model` section:\n"
+                       r"  model\.tiny\.hidden_sise: unknown key; allowed keys here: "):
+        load_model_params(path)
+
+
+def test_resolving_fills_the_adapters_defaults_and_leaves_the_section_alone() -> None:
+    raw = ModelParams(tiny={"hidden_size": 64})
+    resolved = resolve_model_params(raw)
+    assert raw.tiny == {"hidden_size": 64}
+    assert resolved.tiny.hidden_size == 64
+    assert resolved.tiny.codebook_size == type(resolved.tiny)().codebook_size  # the adapter's default
+    assert resolve_model_params(resolved) == resolved  # resolving twice changes nothing

@@ -7,9 +7,10 @@ import shutil
 import pytest
 import yaml
 
-from reca.params import ParamsError, validate_file
+from reca.models.model_params import validate_params_file
+from reca.params import ParamsError
 from reca.presets import apply_preset
-from reca_testing import REPO
+from reca_fixtures import REPO
 
 
 @pytest.mark.parametrize("preset", sorted((REPO / "configs" / "presets").glob("*.yaml")), ids=lambda p: p.stem)
@@ -18,7 +19,7 @@ def test_every_shipped_preset_gives_valid_params(tmp_path, preset):
     shutil.copy(REPO / "params.yaml", params)
     changed = apply_preset(preset, params)
     assert "train.steps" in changed
-    sections = validate_file(params)
+    sections = validate_params_file(params)  # model.tiny and image_tokenizer against the preset's adapter too
     assert sections["train"].steps == yaml.safe_load(preset.read_text())["train"]["steps"]
     assert "# reca pipeline parameters" in params.read_text()  # comments survive
 

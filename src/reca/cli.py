@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from reca.params import ParamsError, load_section, validate_file
+from reca.params import ParamsError, load_section
 
 # Quiet, local tools (see STACK notes): no telemetry, no analytics daemons.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -22,6 +22,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _params(args: argparse.Namespace, section: str):  # noqa: ANN202 - returns the section's model
+    if section == "model":  # `model.tiny` belongs to the adapter: checked against it, with the same errors
+        from reca.models.model_params import load_model_params
+
+        return load_model_params(args.params)
     return load_section(section, args.params)
 
 
@@ -149,7 +153,7 @@ def _cmd_geneval_score(args: argparse.Namespace) -> dict:
 
 
 def _cmd_make_world(args: argparse.Namespace) -> dict:
-    from reca.data.shapeworld_writer import write_world_from_args
+    from reca.shapeworld.writer import write_world_from_args
 
     try:
         return write_world_from_args(args)
@@ -158,7 +162,9 @@ def _cmd_make_world(args: argparse.Namespace) -> dict:
 
 
 def _cmd_check_params(args: argparse.Namespace) -> dict:
-    return {name: section.model_dump(mode="json") for name, section in validate_file(args.params).items()}
+    from reca.models.model_params import validate_params_file
+
+    return {name: section.model_dump(mode="json") for name, section in validate_params_file(args.params).items()}
 
 
 def _cmd_adapters(args: argparse.Namespace) -> dict:
@@ -216,7 +222,7 @@ def _cmd_edit(args: argparse.Namespace) -> dict:
 
 
 def _cmd_report(args: argparse.Namespace) -> dict:
-    from reca.reporting.report import ReportRequest, write_report
+    from reca.reporting.run_report import ReportRequest, write_report
 
     request = ReportRequest(run_ids=args.run_ids, last=args.last, exp_names=args.exp or [],
                             experiment=args.experiment, tracking_uri=args.tracking_uri, title=args.title)
@@ -313,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-world", help="Generate the embedded default ShapeWorld data set.",
                        description="Generate the embedded default ShapeWorld data set (captioned, unlabeled, "
                        "heldout splits plus ground truth) deterministically from a seed.")
-    from reca.data.shapeworld_writer import add_world_arguments
+    from reca.shapeworld.writer import add_world_arguments
 
     add_world_arguments(p)
     p.set_defaults(func=_cmd_make_world)

@@ -4,6 +4,11 @@ Each DVC stage reads only its own section (plus ``model`` for stages that load
 the model), so ``dvc params diff`` says exactly which stage a change reruns.
 Every field is a named, documented knob; an unknown key or a bad value stops
 the stage with a message that names the key and what is allowed.
+
+The schema imports no model, data or evaluation code (a config that reaches
+into them for defaults makes a circle): the shared base is ``reca.schema``,
+the default world's vocabulary is ``reca.vocabulary``, and the adapter-owned
+parts of ``model`` are checked by ``reca.models.model_params``.
 """
 
 from __future__ import annotations
@@ -12,18 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-
-class ParamsError(ValueError):
-    """A ``params.yaml`` section is missing, has an unknown key, or a bad value."""
-
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
-
+from reca.schema import ParamsError, Section, error_lines, section_error
+from reca.vocabulary import GENEVAL_COLOURS, SHAPES, USUAL_COLOUR, WORLD_COLOURS
 
 # --------------------------------------------------------------------------- data
 
@@ -93,7 +90,13 @@ class DegradeParams(Section):
 
 
 class ModelParams(Section):
-    """``model``: which UMM, where it comes from, and how it tokenises images."""
+    """``model``: which UMM, where it comes from, and how it tokenises images.
+
+    ``tiny`` and ``image_tokenizer`` belong to the adapter, so this schema
+    imports no model code and leaves them to ``reca.models.model_params``,
+    which checks them against the adapter (``reca check-params`` and every
+    stage that loads the model go through it).
+    """
 
     adapter: str = Field("janus_ar", description="Adapter registry name (see `reca adapters`).")
     pretrained: str | None = Field(
@@ -111,29 +114,6 @@ class ModelParams(Section):
         default_factory=dict,
         description="Size of the model built from scratch; the keys belong to the adapter (its `tiny_params`).",
     )
-
-    @model_validator(mode="after")
-    def _resolve_tiny(self) -> ModelParams:
-        # Imported here: the registry imports torch, and the adapters import this module.
-        from reca.models import registry
-
-        try:
-            adapter = registry.get(self.adapter)
-        except KeyError as err:
-            raise ValueError(str(err).strip("'\"")) from None
-        schema = adapter.tiny_params
-        accepted = getattr(adapter, "image_tokenizers", None)
-        if accepted and self.image_tokenizer not in accepted:
-            raise ValueError(f"model.image_tokenizer: {self.image_tokenizer!r} is not one {self.adapter} accepts; "
-                             f"allowed: {', '.join(accepted)}")
-        raw = self.tiny.model_dump() if isinstance(self.tiny, BaseModel) else dict(self.tiny or {})
-        try:
-            resolved = schema.model_validate(raw)
-        except ValidationError as err:
-            raise ValueError("; ".join(_error_lines("model.tiny", schema, err))) from None
-        # object.__setattr__: plain assignment would re-run this validator (validate_assignment).
-        object.__setattr__(self, "tiny", resolved)
-        return self
 
 
 # ----------------------------------------------------------------------- training
@@ -312,28 +292,20 @@ class EmbedParams(Section):
     )
 
 
-def _world_default(name: str) -> Any:
-    # Imported lazily: params is imported everywhere, the world module pulls in PIL.
-    from reca.data import shapeworld
-
-    value = getattr(shapeworld, name)
-    return dict(value) if isinstance(value, dict) else list(value)
-
-
 class EvaluateParams(Section):
     """``evaluate``: GenEval scores of generated images and reconstruction fidelity, model against model."""
 
     seed: int = Field(1234, description="Sampling seed: every model draws with the same noise per prompt.")
     classes: list[str] = Field(
-        default_factory=lambda: _world_default("SHAPES"), min_length=2,
+        default_factory=lambda: list(SHAPES), min_length=2,
         description="Object classes of the GenEval prompts (the world's shapes; COCO names for real models).",
     )
     colours: list[str] = Field(
-        default_factory=lambda: list(_world_default("COLOURS")), min_length=2,
+        default_factory=lambda: list(WORLD_COLOURS), min_length=2,
         description="Colours the colour prompts draw from (names from GenEval's ten).",
     )
     usual_colours: dict[str, str] = Field(
-        default_factory=lambda: _world_default("USUAL_COLOUR"),
+        default_factory=lambda: dict(USUAL_COLOUR),
         description="Each class's usual colour in the captioned split: colour scores are also split "
         "into usual / unusual pairs ({} = no split).",
     )
@@ -368,8 +340,6 @@ class EvaluateParams(Section):
 
     @model_validator(mode="after")
     def _check_evaluate(self) -> EvaluateParams:
-        from reca.evaluation.geneval_prompts import GENEVAL_COLOURS
-
         bad = sorted(set(self.colours) - set(GENEVAL_COLOURS))
         if bad:
             raise ValueError(f"colours {bad} are not GenEval colours; allowed: {', '.join(GENEVAL_COLOURS)}")
@@ -392,36 +362,8 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 
-def _error_lines(prefix: str, model: type[BaseModel], err: ValidationError) -> list[str]:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in (prefix, *e["loc"]))
-        if e["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, e["loc"][:-1])
-            lines.append(f"{key}: unknown key; allowed keys here: {', '.join(allowed)}")
-        elif e["type"] == "value_error" and not e["loc"]:
-            msg = e["msg"].removeprefix("Value error, ")
-            lines.append(msg if msg.startswith(f"{prefix}.") else f"{prefix}: {msg}")
-        else:
-            lines.append(f"{key}: {e['msg'].removeprefix('Value error, ')} (got {e.get('input')!r})")
-    return lines
-
-
-def _format_error(path: Path, section: str, err: ValidationError) -> str:
-    lines = [f"{path}: invalid `{section}` section:"]
-    lines += [f"  {line}" for line in _error_lines(section, SECTIONS[section], err)]
-    return "\n".join(lines)
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        else:
-            break
-    return sorted(model.model_fields)
+def _format_error(path: Path, section: str, err: ValidationError) -> ParamsError:
+    return section_error(path, section, error_lines(section, SECTIONS[section], err))
 
 
 def load_raw(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -445,7 +387,7 @@ def parse_section(section: str, raw: dict[str, Any] | None, path: str | Path = "
     try:
         return SECTIONS[section].model_validate(raw or {})
     except ValidationError as err:
-        raise ParamsError(_format_error(Path(path), section, err)) from None
+        raise _format_error(Path(path), section, err) from None
 
 
 def load_section(section: str, path: str | Path = "params.yaml") -> Any:

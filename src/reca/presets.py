@@ -45,7 +45,11 @@ def apply_preset(preset: str | Path, params_path: str | Path = "params.yaml") ->
     changed = _merge(document, overlay, "")
     for section in overlay:
         try:
-            parse_section(section, document.get(section), params_path)
+            parsed = parse_section(section, document.get(section), params_path)
+            if section == "model":  # `model.tiny` belongs to the adapter
+                from reca.models.model_params import resolve_model_params
+
+                resolve_model_params(parsed, params_path)
         except ParamsError as err:
             raise ParamsError(f"preset {preset} would make params invalid:\n{err}") from None
     buffer = io.StringIO()

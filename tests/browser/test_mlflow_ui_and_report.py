@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from reca_testing import BackgroundServer, free_port, fresh_mlflow_store, log_tiny_pipeline, tool_env
+from reca_fixtures.tools import BackgroundServer, free_port, tool_env
+from reca_fixtures.tracking import fresh_mlflow_store, log_tiny_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def logged(tmp_path_factory):
 
     import mlflow
 
-    from reca.reporting.report import ReportRequest, write_report
+    from reca.reporting.run_report import ReportRequest, write_report
 
     root = tmp_path_factory.mktemp("browser")
     uri = fresh_mlflow_store(root)

@@ -11,7 +11,7 @@ from PIL import Image, ImageFilter
 
 from reca.data.deduplication import Deduplicator, NearDuplicateIndex
 from reca.data.perceptual_hash import colour_distance, colour_signature, hamming, hash_to_hex, phash
-from reca_testing import noise_image, scene_image
+from reca_fixtures.images import noise_image, scene_image
 
 SIG = bytes(192)
 

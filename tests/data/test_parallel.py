@@ -6,7 +6,7 @@ import pytest
 
 from reca.data import parallel
 from reca.data.parallel import ordered_map, resolve_workers
-from reca_testing import exit_on_seven, times_ten
+from reca_fixtures.workers import exit_on_seven, times_ten
 
 
 def test_results_come_back_in_input_order_from_worker_processes() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reca.data.sources import ImageSource, SourceError, SourceItem, SourceProblem, open_item, split_of
-from reca_testing import write_tar
+from reca_fixtures.images import write_tar
 
 SPLITS = ["captioned", "unlabeled"]
 

@@ -7,7 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from reca_testing import REPO, build_tiny_adapter, one_torch_thread
+from reca_fixtures import REPO
+from reca_fixtures.models import build_tiny_adapter, one_torch_thread
 
 spec = importlib.util.spec_from_file_location("condition_alignment", REPO / "scripts" / "condition_alignment.py")
 condition_alignment = importlib.util.module_from_spec(spec)

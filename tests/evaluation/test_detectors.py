@@ -1,4 +1,5 @@
-"""Tests for the pluggable detectors and colour classifiers (tiny random-weight transformers models)."""
+"""Tests for the pluggable detectors and colour classifiers (tiny random-weight transformers models), chosen by name
+in the `evaluate` stage."""
 
 from __future__ import annotations
 
@@ -8,16 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reca.data.shapeworld import PALETTE, PRESETS, Scene, SceneObject, render
-from reca.evaluation.colour_classifier import ClipColourClassifier, PaletteColourClassifier, masked_crop
-from reca.evaluation.detectors import (
-    Mask2FormerDetector,
-    ShapeWorldDetector,
-    build_colour_classifier,
-    build_detector,
-)
+from reca.evaluation.colour_classifier import ClipColourClassifier, masked_crop
+from reca.evaluation.detectors import Mask2FormerDetector
 from reca.evaluation.geneval import Detection
 from reca.evaluation.geneval_prompts import GENEVAL_COLOURS
+from reca.shapeworld.detector import PaletteColourClassifier, ShapeWorldDetector
+from reca.shapeworld.world import PALETTE, PRESETS, Scene, SceneObject, render
+from reca.stages.evaluate import build_colour_classifier, build_detector
 
 CLASSES = ["circle", "square", "triangle"]
 

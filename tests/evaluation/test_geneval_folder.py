@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from reca.cli import main as cli_main
-from reca.data.shapeworld import PRESETS, render, sample_task_scene
-from reca.evaluation.colour_classifier import PaletteColourClassifier
-from reca.evaluation.detectors import ShapeWorldDetector
 from reca.evaluation.geneval import summarize
 from reca.evaluation.geneval_folder import read_folder, score_folder, write_folder
 from reca.evaluation.geneval_prompts import TASKS, colors_prompt
+from reca.shapeworld.detector import PaletteColourClassifier, ShapeWorldDetector
+from reca.shapeworld.world import PRESETS, render, sample_task_scene
 
 WORLD = PRESETS["geneval"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reca.data.shapeworld import Scene, SceneObject, render
-from reca_testing import REPO
+from reca.shapeworld.world import Scene, SceneObject, render
+from reca_fixtures import REPO
 
 spec = importlib.util.spec_from_file_location("object_breakdown", REPO / "scripts" / "object_breakdown.py")
 object_breakdown = importlib.util.module_from_spec(spec)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from reca.params import ParamsError, parse_section
-from reca_testing import REPO
+from reca_fixtures import REPO
 
 spec = importlib.util.spec_from_file_location("run_arms", REPO / "scripts" / "run_arms.py")
 run_arms = importlib.util.module_from_spec(spec)
@@ -133,6 +133,131 @@ def test_guidance_is_selected_on_the_control_then_every_run_is_scored_at_it(tmp_
 
     calls.clear()  # a rerun finds every evaluation done and trains nothing
     assert run_arms.main(argv) == 0 and calls == []
+
+
+def write_record(path: Path, rows: list[tuple[str, str, str, float]]) -> Path:
+    path.write_text("arm,seed,metric,value\n" + "".join(f"{a},{s},{m},{v}\n" for a, s, m, v in rows))
+    return path
+
+
+def test_similarity_scores_show_two_decimals_and_accuracies_percent() -> None:
+    results = {("b_reca_sft", 0): {"overall": 0.5, "recon_ssim": 0.371, "recon_hv_cosine": 0.8},
+               ("b_reca_sft", 1): {"overall": 0.6, "recon_ssim": 0.391, "recon_hv_cosine": 0.84}}
+    _, table = run_arms.summary_table(results)
+    assert "| b_reca_sft | 2 | 55.0 ± 7.1 | 0.38 ± 0.01 | 0.82 ± 0.03 |" in table
+    assert "| overall | recon_hv_cosine |" in run_arms.summary_table(results, ["overall", "recon_hv_cosine"])[1]
+    assert "| b_reca_sft | 1 | 60.0 | 0.39 | 0.84 |" in run_arms.per_run_table(results)
+
+
+def test_summarise_writes_the_results_tables_again_from_a_per_seed_record(tmp_path: Path) -> None:
+    record = write_record(tmp_path / "exp_seeds.csv", [
+        ("sft", "", "overall", 0.2), ("b_reca_sft (λ 0.5)", "0", "overall", 0.3),
+        ("b_reca_sft (λ 0.5)", "0", "colors", 0.6), ("b_reca_sft (λ 0.5)", "1", "overall", 0.5),
+        ("b_reca_sft (λ 0.5)", "1", "colors", 0.8)])
+    before = record.read_text()
+    assert run_arms.main(["--summarise", str(record)]) == 0  # trains nothing: no params, no MLflow
+    assert record.read_text() == before  # the record is written back unchanged
+    summary = list(csvrows(tmp_path / "exp.csv"))
+    assert [(r["arm"], r["metric"]) for r in summary][:2] == [("sft", "overall"), ("b_reca_sft (λ 0.5)", "overall")]
+    assert summary[1] == {"arm": "b_reca_sft (λ 0.5)", "metric": "overall", "mean": "0.4",
+                          "std": str(run_arms.mean_std([0.3, 0.5])[1]), "n": "2"}
+    page = (tmp_path / "exp.md").read_text()
+    assert page.startswith("# Results `exp`") and "exp_seeds.csv" in page.split("\n\n")[1]
+    assert "| b_reca_sft (λ 0.5) | 2 | 40.0 ± 14.1 | 70.0 ± 14.1 |" in page
+    assert "| sft | – | 20.0 | – |" in page and "| b_reca_sft (λ 0.5) | 1 | 50.0 | 80.0 |" in page
+    # elsewhere, under another name
+    assert run_arms.main(["--summarise", str(record), "--results-dir", str(tmp_path / "docs"),
+                          "--results-name", "other"]) == 0
+    assert (tmp_path / "docs" / "other_seeds.csv").read_text() == before
+    assert (tmp_path / "docs" / "other.md").read_text() == page.replace("exp", "other")
+
+
+def test_summarise_needs_a_name_for_a_run_folders_record(tmp_path: Path, capsys) -> None:
+    record = write_record(tmp_path / "arms.csv", [("a_more_sft", "0", "overall", 0.5)])
+    with pytest.raises(SystemExit):
+        run_arms.main(["--summarise", str(record)])
+    assert "--results-name" in capsys.readouterr().err
+
+
+def test_records_merge_and_a_run_may_repeat_only_with_the_same_values(tmp_path: Path) -> None:
+    first = write_record(tmp_path / "l1_seeds.csv", [("a_more_sft", "0", "overall", 0.5),
+                                                     ("b_reca_sft (λ 1)", "0", "overall", 0.55)])
+    second = write_record(tmp_path / "l05_seeds.csv", [("a_more_sft", "0", "overall", 0.5),
+                                                       ("b_reca_sft (λ 0.5)", "0", "overall", 0.57)])
+    merged = run_arms.read_runs([first, second])
+    assert list(merged) == [("a_more_sft", 0), ("b_reca_sft (λ 1)", 0), ("b_reca_sft (λ 0.5)", 0)]
+    clash = write_record(tmp_path / "clash_seeds.csv", [("a_more_sft", "0", "overall", 0.51)])
+    with pytest.raises(ValueError, match=r"clash_seeds.csv:2: a_more_sft seed 0 overall is 0.51 here and 0.5"):
+        run_arms.read_runs([first, clash])
+    wrong = tmp_path / "wrong_seeds.csv"
+    wrong.write_text("arm,metric,mean\n")
+    with pytest.raises(ValueError, match="arm,seed,metric,value"):
+        run_arms.read_runs([wrong])
+
+
+def test_embed_rewrites_only_the_marked_blocks_from_their_records(tmp_path: Path) -> None:
+    write_record(tmp_path / "exp_seeds.csv", [("a_more_sft", "0", "overall", 0.5), ("a_more_sft", "0", "colors", 0.25),
+                                              ("a_more_sft", "1", "overall", 0.7), ("a_more_sft", "1", "colors", 0.35)])
+    page = tmp_path / "page.md"
+    page.write_text("Intro.\n\n<!-- results exp summary: overall -->\n| stale |\n<!-- /results -->\n\nMiddle.\n\n"
+                    "<!-- results exp runs -->\n<!-- /results -->\n\n| a hand table | stays |\n")
+    assert run_arms.main(["--summarise", str(tmp_path / "exp_seeds.csv"), "--embed", str(page)]) == 0
+    text = page.read_text()
+    assert ("<!-- results exp summary: overall -->\n\n| arm | seeds | overall |\n|---|---|---|\n"
+            "| a_more_sft | 2 | 60.0 ± 14.1 |\n\n<!-- /results -->") in text
+    assert "| a_more_sft | 1 | 70.0 | 35.0 |\n\n<!-- /results -->" in text
+    assert text.startswith("Intro.") and "Middle." in text and text.endswith("| a hand table | stays |\n")
+    assert run_arms.embed_in([page], tmp_path) == []  # up to date: nothing changes
+    page.write_text("<!-- results missing summary -->\n<!-- /results -->\n")
+    with pytest.raises(FileNotFoundError):
+        run_arms.embed_in([page], tmp_path)
+
+
+def test_arm_labels_carry_the_reca_weight_only_where_it_was_set() -> None:
+    assert run_arms.arm_label("b_reca_sft", 0.5) == "b_reca_sft (λ 0.5)"
+    assert run_arms.arm_label("c_template_only", 1.0) == "c_template_only (λ 1)"
+    assert run_arms.arm_label("a_more_sft", 0.5) == "a_more_sft"  # no RecA term
+    assert run_arms.arm_label("b_reca_sft", None) == "b_reca_sft" and run_arms.arm_label("sft", 0.5) == "sft"
+
+
+def test_a_run_writes_its_record_and_tables_to_the_results_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(run_arms, "_reca", fake_reca([]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(BASE))
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results arms_l05_guidance2 summary: overall -->\n<!-- /results -->\n")
+    results = tmp_path / "results"
+    argv = ["--params", str(params), "--seeds", "0", "1", "--arms", "a_more_sft", "b_reca_sft", "--out",
+            str(tmp_path / "arms_l05"), "--workdir", str(tmp_path), "--lambda-reca", "0.5", "--guidance-scale", "2",
+            "--no-baseline", "--results-dir", str(results), "--embed", str(page)]
+    assert run_arms.main(argv) == 0
+    name = "arms_l05_guidance2"  # the --out folder's name and the guidance scale
+    rows = list(csvrows(results / f"{name}_seeds.csv"))
+    assert {(r["arm"], r["seed"]) for r in rows} == {("a_more_sft", "0"), ("a_more_sft", "1"),
+                                                     ("b_reca_sft (λ 0.5)", "0"), ("b_reca_sft (λ 0.5)", "1")}
+    assert "| b_reca_sft (λ 0.5) | 2 | 60.0 ± 0.0 | 30.0 ± 0.0 |" in (results / f"{name}.md").read_text()
+    assert (results / f"{name}.csv").exists()
+    assert "| b_reca_sft (λ 0.5) | 2 | 60.0 ± 0.0 |\n\n<!-- /results -->" in page.read_text()
+
+
+def test_the_docs_tables_are_the_scripts_output_from_their_records(tmp_path: Path) -> None:
+    docs = REPO / "docs" / "results"
+    records = sorted(docs.glob("*_seeds.csv"))
+    assert records, "docs/results holds no per-seed record"
+    for record in records:
+        name = record.name.removesuffix("_seeds.csv")
+        written = run_arms.write_results(tmp_path, name, run_arms.read_runs([record]))
+        for path in written.values():
+            assert path.read_text() == (docs / path.name).read_text(), (
+                f"docs/results/{path.name} is not what `run_arms.py --summarise {record.name}` writes")
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert run_arms.embed_tables(text, docs) == text, (
+            f"{page.relative_to(REPO)}: a results block differs from its record; run "
+            "`python scripts/run_arms.py --summarise docs/results/<name>_seeds.csv --embed README.md docs/research-log.md`")
+    assert "<!-- results arms_1500_guidance1.5 summary" in (REPO / "README.md").read_text()
 
 
 @pytest.mark.slow

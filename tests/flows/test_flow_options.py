@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from reca_testing import REPO
+from reca_fixtures import REPO
 
 
 def _load(name: str):

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reca_testing import (
-    REPO,
+from reca_fixtures import REPO
+from reca_fixtures.tools import (
     BackgroundServer,
     free_port,
     make_dvc_repo,

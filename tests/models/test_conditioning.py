@@ -13,12 +13,13 @@ from reca.models.conditioning import (
     ChatPrompter,
     caption_batch,
     effective_rows,
-    left_pad,
     next_token_loss,
+    pad_rows,
+    positions_from_mask,
     splice_image_embeddings,
     with_unconditional,
 )
-from reca_testing import TEXTS
+from reca_fixtures.models import TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +63,28 @@ def test_unknown_image_token_is_rejected():
         ChatPrompter(tt.build_word_tokenizer(TEXTS), image_token="<nope>", num_image_tokens=1)
 
 
-def test_left_pad_aligns_row_ends_and_masks_padding():
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_value=0)
+def test_left_padding_aligns_row_ends_and_masks_padding():
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_value=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert positions_from_mask(mask).tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_right_padding_aligns_row_starts():
+    ids, mask = pad_rows([[5, 6, 7], [8]], pad_value=0, side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_a_tokenizer_without_chat_template_renders_through_the_plain_format():
+    tok = tt.build_word_tokenizer(TEXTS)
+    tok.chat_template = None
+    janus = ChatPrompter(tok, image_token=tt.IMAGE_PLACEHOLDER, num_image_tokens=2,
+                         plain_format=f"{tt.USER}: {{content}}\n\n{tt.ASSISTANT}:")
+    ids = janus.ids(TEXTS[0], 2)
+    assert tok.decode(ids) == tok.decode(tok(f"{tt.BOS}{tt.USER}: " + tt.IMAGE_PLACEHOLDER * 2 + f"\n{TEXTS[0]}\n\n"
+                                              f"{tt.ASSISTANT}:", add_special_tokens=False).input_ids)
+    assert ids[0] == tok.bos_token_id and ids.count(janus.image_token_id) == 2
 
 
 def test_caption_labels_supervise_exactly_the_answer_and_eos(prompter):

@@ -14,17 +14,14 @@ from reca.data.transforms import to_pil, to_tensor
 from reca.models import qwen_vl, registry
 from reca.models.base import Condition
 from reca.models.flow_matching import FlowMatchingAdapter, TinyFlowParams
+from reca.models.model_params import resolve_model_params
 from reca.objectives.reca import RecAObjective
 from reca.params import ParamsError, parse_section
-from reca_testing import (
+from reca_fixtures.models import (
     TEXTS,
-    assert_condition_dropout_ignores_text_and_image,
-    assert_generates_seeded_images_of_generation_size,
-    assert_gradients_reach_exactly_the_trainable_parameters,
     assert_round_trip_reproduces_losses,
     default_tiny_params,
     eval_reca_loss,
-    overfit_reca_loss,
     reca_condition,
     tiny_pixels,
 )
@@ -46,18 +43,6 @@ def build(seed: int = 0, image_tokenizer: str = "patch_kmeans", **overrides) -> 
 @pytest.fixture
 def adapter() -> FlowMatchingAdapter:
     return build()
-
-
-def test_reca_loss_falls_when_overfitting_one_batch(adapter):
-    # The eval-mode loss uses fixed noise and times; training draws fresh ones every step.
-    before, after = overfit_reca_loss(adapter, tiny_pixels(4, seed=1), steps=40, lr=1e-2)
-    assert after < 0.6 * before
-
-
-def test_gradients_reach_exactly_the_trainable_parameters(adapter):
-    # The default world's train.freeze: vision tower and latent space; RecA + captioning train the rest.
-    assert_gradients_reach_exactly_the_trainable_parameters(adapter, ["understanding_encoder", "image_tokenizer"],
-                                                            tiny_pixels(3))
 
 
 def test_paper_policy_trains_only_queries_connector_and_transformer(adapter):
@@ -95,9 +80,7 @@ def test_captioning_loss_falls_when_the_vlm_trains(adapter):
     assert losses[-1] < 0.5 * losses[0]
 
 
-def test_condition_dropout_ignores_text_and_image(adapter):
-    assert_condition_dropout_ignores_text_and_image(adapter, tiny_pixels(2), tiny_pixels(2, seed=5))
-    # A dropped sample reads the unconditional prompt whatever its text.
+def test_dropped_condition_reads_the_unconditional_prompt_whatever_its_text(adapter):
     with torch.no_grad():
         a = adapter.condition_states(Condition(texts=[TEXTS[0], TEXTS[1]], drop=torch.tensor([True, False])))
         b = adapter.condition_states(Condition(texts=[TEXTS[1], TEXTS[1]], drop=torch.tensor([True, False])))
@@ -106,8 +89,10 @@ def test_condition_dropout_ignores_text_and_image(adapter):
     assert not torch.allclose(a[0], c[0], atol=1e-4)
 
 
-def test_save_load_round_trip_reproduces_loss_in_diffusers_and_transformers_layout(adapter, tmp_path):
-    loaded = assert_round_trip_reproduces_losses(adapter, tmp_path / "m", tiny_pixels(3))
+def test_saved_directory_has_the_diffusers_and_transformers_layout(adapter, tmp_path):
+    # the protocol suite checks the round trip's losses; this pins the layout
+    adapter.save_pretrained(tmp_path / "m")
+    loaded = registry.load(tmp_path / "m")
     for rel in ("model.safetensors", "vlm/config.json", "vlm/tokenizer.json", "transformer/config.json",
                 "scheduler/scheduler_config.json"):
         assert (tmp_path / "m" / rel).exists(), rel
@@ -156,21 +141,11 @@ def test_transformer_without_cross_attention_is_refused(adapter, tmp_path):
         registry.load(tmp_path / "m")
 
 
-def test_generates_seeded_images_of_generation_size_with_guidance(adapter):
-    assert_generates_seeded_images_of_generation_size(adapter)
+def test_guidance_changes_the_sample(adapter):
     with torch.no_grad():
         guided = adapter.text_to_image([TEXTS[0]], guidance_scale=4.0, generator=torch.Generator().manual_seed(0))
         plain = adapter.text_to_image([TEXTS[0]], guidance_scale=1.0, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(guided, plain)
-
-
-def test_edit_conditions_on_the_source_image(adapter):
-    adapter.eval()
-    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    a = adapter.edit(tiny_pixels(2), ["make it red"] * 2, generator=gen())
-    b = adapter.edit(tiny_pixels(2, seed=3), ["make it red"] * 2, generator=gen())
-    assert a.shape == (2, 3, 16, 16)
-    assert not torch.equal(a, b)
 
 
 def test_cached_features_give_the_live_h_v(adapter):
@@ -196,7 +171,7 @@ def test_pixels_are_cut_into_the_qwen_image_processor_layout(adapter):
 def test_training_pair_and_euler_sampler_agree_on_the_time_grid():
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from reca.models.latent_flow import FlowMatching
+    from reca.models.flow_transformer import FlowMatching
 
     flow = FlowMatching(FlowMatchEulerDiscreteScheduler(shift=3.0))
     x0 = torch.randn(4, 3, 2, 2)
@@ -217,9 +192,10 @@ def test_default_params_switch_to_this_adapter_with_one_key():
 
 def test_tiny_params_reject_shapes_qwen_cannot_take():
     with pytest.raises(ParamsError, match="multiple of 8"):
-        parse_section("model", {"adapter": "flow_matching", "tiny": {"hidden_size": 48, "num_heads": 4}})
+        resolve_model_params(parse_section("model", {"adapter": "flow_matching",
+                                                     "tiny": {"hidden_size": 48, "num_heads": 4}}))
     with pytest.raises(ParamsError, match="vision_patch_size must be even"):
-        parse_section("model", {"adapter": "flow_matching", "tiny": {"vision_patch_size": 1}})
+        resolve_model_params(parse_section("model", {"adapter": "flow_matching", "tiny": {"vision_patch_size": 1}}))
 
 
 def test_unknown_latent_space_names_the_choices():

@@ -9,17 +9,12 @@ from reca.models import registry
 from reca.models.latent_tokenizers import AutoencoderKLTokenizer, PatchLatents
 from reca.models.mar import HarmonMARAdapter, TinyMARParams
 from reca.models.mar_modules import FlowHead
-from reca_testing import (
+from reca_fixtures.models import (
     TEXTS,
     TINY,
-    assert_condition_dropout_ignores_text_and_image,
-    assert_edit_conditions_on_the_source,
-    assert_generates_seeded_images_of_generation_size,
-    assert_gradients_reach_exactly_the_trainable_parameters,
     assert_round_trip_reproduces_losses,
     default_tiny_params,
     one_torch_thread,
-    overfit_reca_loss,
     tiny_pixels,
 )
 
@@ -32,23 +27,10 @@ def build(image_tokenizer: str = "patch_latents", seed: int = 0) -> HarmonMARAda
                                                image_tokenizer=image_tokenizer)
 
 
-def test_reca_loss_falls_when_overfitting_one_batch():
-    before, after = overfit_reca_loss(build(), tiny_pixels(4, seed=1), steps=60, lr=3e-3)
-    assert after < 0.5 * before
-
-
-def test_gradients_reach_exactly_the_trainable_parameters():
-    assert_gradients_reach_exactly_the_trainable_parameters(build(), ["understanding_encoder", "image_tokenizer"],
-                                                            tiny_pixels(3))
-
-
-def test_mar_encoder_trains_when_unfrozen():
-    assert_gradients_reach_exactly_the_trainable_parameters(build(), ["image_tokenizer"], tiny_pixels(2))
-
-
-def test_save_load_round_trip_reproduces_the_losses(tmp_path):
-    loaded = assert_round_trip_reproduces_losses(build(), tmp_path / "m", tiny_pixels(3))
-    assert isinstance(loaded.latents, PatchLatents)
+def test_saved_directory_holds_the_llm_and_the_mar_modules(tmp_path):
+    # the protocol suite checks the round trip's losses; this pins the layout
+    build().save_pretrained(tmp_path / "m")
+    assert isinstance(registry.load(tmp_path / "m").latents, PatchLatents)
     assert (tmp_path / "m" / "model.safetensors").exists()
     assert (tmp_path / "m" / "mar_modules" / "diffusion_pytorch_model.safetensors").exists()
 
@@ -61,19 +43,6 @@ def test_autoencoder_kl_latents_round_trip_through_diffusers_format(tmp_path):
     assert (tmp_path / "vae" / "vae" / "diffusion_pytorch_model.safetensors").exists()
     assert isinstance(loaded.latents, AutoencoderKLTokenizer)
     assert loaded.text_to_image([TEXTS[0]]).shape == (1, 3, 16, 16)
-
-
-def test_generated_images_have_generation_size_and_are_seeded():
-    assert_generates_seeded_images_of_generation_size(build())
-
-
-def test_condition_dropout_ignores_text_and_image():
-    assert_condition_dropout_ignores_text_and_image(build(), tiny_pixels(2), tiny_pixels(2, seed=5))
-
-
-def test_edit_conditions_on_the_source_image():
-    adapter = build()
-    assert_edit_conditions_on_the_source(adapter, adapter.llm)
 
 
 def test_h_v_is_the_mar_encoders_unmasked_features_pooled_and_projected():

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from reca.objectives.reca import CaptionedBatch, RecAObjective, TrainBatch, contrastive_alignment_loss
-from reca_testing import TEXTS, tiny_pixels
+from reca.objectives.reca import CaptionedBatch, TrainBatch
+from reca.objectives.sft import SFTObjective, contrastive_alignment_loss
+from reca_fixtures.models import TEXTS, tiny_pixels
 
 
 def test_matched_pairs_score_low_and_swapped_pairs_high() -> None:
@@ -45,9 +46,9 @@ def test_objective_logs_the_term_and_trains_encoder_and_word_embeddings(tiny_ada
     n = 4
     batch = TrainBatch(captioned=CaptionedBatch(pixels=tiny_pixels(n), captions=[TEXTS[0], TEXTS[1]] * 2,
                                                 instructions=[TEXTS[3]] * n, drop=torch.zeros(n, dtype=torch.bool)))
-    obj = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=1.0, lambda_t2i=0.0, lambda_align=0.5)
+    obj = SFTObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=1.0, lambda_t2i=0.0, lambda_align=0.5)
     total, terms = obj(batch)
-    assert total.item() == pytest.approx(terms["loss_i2t"] + 0.5 * terms["loss_align"], rel=1e-5)
+    assert total.item() == pytest.approx((terms["loss_i2t"] + 0.5 * terms["loss_align"]).item(), rel=1e-5)
     obj.zero_grad()
     (0.5 * obj.alignment_loss(batch.captioned)).backward()
     model = tiny_adapter.model.model
@@ -64,7 +65,7 @@ def test_adapters_without_text_alignment_refuse_the_term(tiny_adapter) -> None:
 
     assert isinstance(tiny_adapter, TextAligned)
     with pytest.raises(ValueError, match="lambda_align"):
-        RecAObjective(Plain(), lambda_reca=0.0, lambda_i2t=1.0, lambda_align=1.0)  # type: ignore[arg-type]
+        SFTObjective(Plain(), lambda_reca=0.0, lambda_i2t=1.0, lambda_align=1.0)  # type: ignore[arg-type]
 
 
 def _captioned(n: int, templates: list[str]) -> CaptionedBatch:
@@ -88,13 +89,13 @@ def test_condition_states_are_the_boi_state_of_every_layer(tiny_adapter) -> None
 def test_condition_state_alignment_trains_encoder_aligner_and_language_model(tiny_adapter) -> None:
     n = 4
     batch = _captioned(n, templates=[TEXTS[2]] * n)
-    obj = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_t2i=0.0, lambda_align=1.0,
+    obj = SFTObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_t2i=0.0, lambda_align=1.0,
                         align_at="condition_states")
     total, terms = obj(TrainBatch(captioned=batch))
-    assert total.item() == pytest.approx(terms["loss_align"], rel=1e-5)
+    assert total.item() == pytest.approx(terms["loss_align"].item(), rel=1e-5)
     # not the word-embedding term: a different space gives a different value
-    word = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_align=1.0).alignment_loss(batch)
-    assert word.item() != pytest.approx(terms["loss_align"], rel=1e-3)
+    word = SFTObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_align=1.0).alignment_loss(batch)
+    assert word.item() != pytest.approx(terms["loss_align"].item(), rel=1e-3)
     obj.zero_grad()
     total.backward()
     model = tiny_adapter.model.model
@@ -104,8 +105,8 @@ def test_condition_state_alignment_trains_encoder_aligner_and_language_model(tin
 
 
 def test_condition_state_alignment_needs_templates_and_a_known_space(tiny_adapter) -> None:
-    obj = RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_align=1.0, align_at="condition_states")
+    obj = SFTObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=0.0, lambda_align=1.0, align_at="condition_states")
     with pytest.raises(ValueError, match="template"):
         obj.alignment_loss(_captioned(2, templates=[]))
     with pytest.raises(ValueError, match="align_at"):
-        RecAObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=1.0, lambda_align=1.0, align_at="pixels")
+        SFTObjective(tiny_adapter, lambda_reca=0.0, lambda_i2t=1.0, lambda_align=1.0, align_at="pixels")

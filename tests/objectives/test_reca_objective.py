@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reca.objectives.reca import CaptionedBatch, RecAObjective, ReconstructionBatch, TrainBatch
-from reca_testing import TEXTS, tiny_pixels
+from reca_fixtures.models import TEXTS, tiny_pixels
 
 
 def _batch(adapter, n=3, features=True, seed=0):
@@ -29,9 +29,21 @@ def test_total_is_the_weighted_sum_of_the_terms(tiny_adapter):
     with torch.no_grad():
         total, terms = obj(batch)
     expected = terms["loss_reca"] + 0.5 * terms["loss_i2t"] + 2.0 * terms["loss_t2i"]
-    assert total.item() == pytest.approx(expected, rel=1e-5)
-    assert set(terms) == {"loss", "loss_reca", "loss_i2t", "loss_t2i", "tokens"}
-    assert terms["tokens"] == 2 * 3 * tiny_adapter.tokens_per_image
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert set(terms) == {"loss", "loss_reca", "loss_i2t", "loss_t2i"}
+    # logged values stay tensors (no host read-back inside forward) and carry no graph
+    assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in terms.values())
+    assert obj.supervised_tokens(batch) == 2 * 3 * tiny_adapter.tokens_per_image
+
+
+def test_forward_is_the_weighted_sum_of_the_named_terms(tiny_adapter):
+    obj = RecAObjective(tiny_adapter.eval(), lambda_reca=1.0, lambda_i2t=0.5, lambda_t2i=2.0)
+    batch = _batch(tiny_adapter)
+    with torch.no_grad():
+        L = obj.terms(batch)
+        total, _ = obj(batch)
+    assert set(L) == {"reca", "i2t", "t2i"}
+    assert torch.equal(total, 1.0 * L["reca"] + 0.5 * L["i2t"] + 2.0 * L["t2i"])
 
 
 def test_zero_weight_terms_are_not_computed(tiny_adapter):
@@ -39,7 +51,8 @@ def test_zero_weight_terms_are_not_computed(tiny_adapter):
     batch.captioned = None
     obj = RecAObjective(tiny_adapter, lambda_reca=1.0, lambda_i2t=0.0, lambda_t2i=0.0)
     _, terms = obj(batch)
-    assert set(terms) == {"loss", "loss_reca", "tokens"}
+    assert set(terms) == {"loss", "loss_reca"}
+    assert obj.supervised_tokens(batch) == 3 * tiny_adapter.tokens_per_image
 
 
 def test_cached_features_and_live_encoder_give_the_same_loss(tiny_adapter):

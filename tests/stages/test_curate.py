@@ -17,15 +17,8 @@ from reca.data.expectations import ManifestValidationError
 from reca.fileio import read_json, read_jsonl
 from reca.params import CurateParams
 from reca.stages import curate
-from reca_testing import (
-    FakeTracker,
-    image_bytes,
-    noise_image,
-    save_image,
-    scene_image,
-    snapshot_tree,
-    write_tar,
-)
+from reca_fixtures.images import image_bytes, noise_image, save_image, scene_image, snapshot_tree, write_tar
+from reca_fixtures.tracking import FakeTracker
 
 BAD_CASES = {
     # path relative to raw/ -> expected quarantine reason

@@ -18,7 +18,7 @@ from reca.data.transforms import resize, resize_center_crop, resize_pad, to_pil,
 from reca.fileio import read_json, read_jsonl
 from reca.params import CurateParams, DegradeParams
 from reca.stages import curate, degrade
-from reca_testing import image_bytes, noise_image, save_image, scene_image, write_tar
+from reca_fixtures.images import image_bytes, noise_image, save_image, scene_image, write_tar
 
 _noise = noise_image
 _save = save_image

@@ -14,7 +14,7 @@ from reca.data.transforms import to_pil
 from reca.fileio import read_json
 from reca.params import DegradeParams, EmbedParams, ModelParams
 from reca.stages import degrade, embed
-from reca_testing import build_tiny_adapter, tiny_pixels
+from reca_fixtures.models import build_tiny_adapter, tiny_pixels
 
 N_UNLABELED = 7
 PARAMS = EmbedParams(batch_size=2, shard_size=3, splits=["unlabeled", "heldout"])
@@ -94,7 +94,7 @@ def test_cached_features_are_the_encoders_output_in_manifest_order(tmp_path: Pat
     summary, calls = _run(monkeypatch, degraded, model_dirs[0], out)
     assert calls == 3 + 1  # ceil(7 / 3) unlabeled shards + 1 heldout shard
     assert summary["shards_computed"] == 4 and summary["splits"]["unlabeled"][0] == N_UNLABELED
-    from reca.stages.model_loading import load_model_dir
+    from reca.models.loading import load_model_dir
 
     adapter = load_model_dir(model_dirs[0], MODEL).eval()
     table = ImageTable.from_manifest(degraded, "unlabeled")

@@ -11,7 +11,8 @@ from reca.data.transforms import to_pil
 from reca.fileio import write_json, write_jsonl
 from reca.params import EvaluateParams, ModelParams
 from reca.stages import evaluate
-from reca_testing import FakeTracker, build_tiny_adapter, tiny_pixels
+from reca_fixtures.models import build_tiny_adapter, tiny_pixels
+from reca_fixtures.tracking import FakeTracker
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from reca.data.transforms import to_pil
 from reca.params import ModelParams, PostSFTParams
 from reca.stages import degrade, sft
 from reca.training.registration import POINTER, read_pointer, write_pointer
-from reca_testing import TEXTS, TINY, FakeTracker, build_tiny_adapter, one_torch_thread, tiny_pixels
+from reca_fixtures.models import TEXTS, TINY, build_tiny_adapter, one_torch_thread, tiny_pixels
+from reca_fixtures.tracking import FakeTracker
 
 _single_thread = pytest.fixture(autouse=True)(one_torch_thread)
 MODEL = ModelParams(adapter="janus_ar")
@@ -114,8 +115,8 @@ def test_sft_learns_and_draws_recas_own_templates(tmp_path, monkeypatch):
     # train.template_file: a model built from scratch must know the bank's words, and SFT's
     # reconstruction term must draw from the bank RecA will use, not from the built-in one
     from reca.inference import unknown_words
+    from reca.models import loading as model_loading
     from reca.params import SFTParams
-    from reca.stages import model_loading
 
     bank = ("paint zebras again", "copy the quokka picture")
     drawn: list = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reca.tracking.lineage import git_tags
-from reca_testing import run_tool
+from reca_fixtures.tools import run_tool
 
 
 def test_dirty_means_a_tracked_file_changed_but_not_dvc_lock(tmp_path):

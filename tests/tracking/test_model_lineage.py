@@ -6,7 +6,8 @@ import pytest
 
 from reca.tracking.mlflow_run import stage_run
 from reca.tracking.model_lineage import model_version_lineage
-from reca_testing import build_tiny_adapter, isolated_mlflow_store
+from reca_fixtures.models import build_tiny_adapter
+from reca_fixtures.tracking import isolated_mlflow_store
 
 
 @pytest.fixture

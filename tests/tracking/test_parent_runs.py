@@ -11,7 +11,7 @@ import pytest
 
 from reca.tracking.mlflow_run import stage_run
 from reca.tracking.model_lineage import stage_runs
-from reca_testing import isolated_mlflow_store
+from reca_fixtures.tracking import isolated_mlflow_store
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reca_testing import make_dvc_repo, run_tool, two_stage_dvc_yaml
+from reca_fixtures.tools import make_dvc_repo, run_tool, two_stage_dvc_yaml
 
 BIN = Path(sys.executable).parent
 STAGE_SCRIPT = """\

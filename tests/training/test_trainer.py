@@ -10,7 +10,8 @@ from reca.objectives.reca import RecAObjective
 from reca.params import TrainParams
 from reca.training.batches import BatchPlanner
 from reca.training.trainer import Trainer
-from reca_testing import REPO, TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
+from reca_fixtures import REPO
+from reca_fixtures.models import TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
 
 
 class Crash(RuntimeError):

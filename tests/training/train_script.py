@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for reca_testing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for reca_fixtures
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
@@ -33,12 +33,13 @@ def main() -> None:
     import torch
     from safetensors.torch import save_file
 
+    from reca.distributed import init_distributed, is_rank_zero
     from reca.objectives.reca import RecAObjective
     from reca.params import TrainParams
     from reca.training.batches import BatchPlanner
-    from reca.training.distributed import init_distributed, is_rank_zero
     from reca.training.trainer import Trainer
-    from reca_testing import REPO, TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
+    from reca_fixtures import REPO
+    from reca_fixtures.models import TEXTS, MemoryTable, build_tiny_adapter, tiny_pixels
 
     rank, world = init_distributed()
     torch.manual_seed(0)

@@ -1,1 +1,1 @@
-"""Data: image IO, transforms, manifests, datasets and the synthetic default world."""
+"""Data: image IO, transforms, manifests, datasets and the embedding cache (the default world is :mod:`reca.shapeworld`)."""

@@ -16,8 +16,7 @@ from PIL import Image
 
 from reca.data.transforms import to_tensor
 from reca.fileio import read_jsonl
-
-DEGRADED_MANIFEST = "manifest.jsonl"
+from reca.stage_files import DEGRADED_MANIFEST
 
 
 def read_image_tensor(path: str | Path) -> torch.Tensor:

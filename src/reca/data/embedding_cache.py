@@ -31,8 +31,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from reca.fileio import atomic_path, read_json, write_json
+from reca.stage_files import EMBEDDING_INDEX as INDEX
 
-INDEX = "index.json"
 FORMAT_VERSION = 2
 _SHARD_FILE = re.compile(r"^(?P<split>.+)-(?P<number>\d{5})\.safetensors$")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

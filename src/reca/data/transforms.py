@@ -74,3 +74,12 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
     """Float tensor (3, H, W) in [-1, 1] -> RGB PIL image."""
     arr = ((tensor.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().byte()
     return Image.fromarray(arr.permute(1, 2, 0).cpu().numpy(), mode="RGB")
+
+
+def resize_to(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic antialiased resize of a (B, C, H, W) batch to ``size`` x ``size`` (a no-op at that size already)."""
+    if pixels.shape[-1] == size and pixels.shape[-2] == size:
+        return pixels
+    import torch.nn.functional as F
+
+    return F.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True, align_corners=False)

@@ -5,21 +5,19 @@ the box, and classifies the crop zero-shot with CLIP (ViT-L-14) among its ten
 colours, using three prompts per colour averaged into one text embedding:
 "a photo of a {c} {class}", "a photo of a {c}-colored {class}", "a photo of a
 {c} object". :class:`ClipColourClassifier` does that with a transformers CLIP
-checkpoint from a local directory (or hub id). :class:`PaletteColourClassifier`
-is the exact counterpart for ShapeWorld: each masked pixel votes for its
-nearest palette colour.
+checkpoint from a local directory (or hub id). The exact counterpart for the
+default world, where each masked pixel votes for its nearest palette colour, is
+:class:`reca.shapeworld.detector.PaletteColourClassifier`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from reca.data.shapeworld import PALETTE
 from reca.evaluation.geneval import Detection
 from reca.evaluation.geneval_prompts import GENEVAL_COLOURS
 
@@ -40,35 +38,6 @@ def masked_crop(image: Image.Image, detection: Detection, background: str = CROP
         image = Image.composite(image, canvas, Image.fromarray(detection.mask.astype(np.uint8) * 255))
     x0, y0, x1, y1 = (round(v) for v in detection.box)
     return image.crop((x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
-
-
-class PaletteColourClassifier:
-    """Majority vote of the masked pixels' nearest palette colours (exact on ShapeWorld images)."""
-
-    def __init__(self, colours: Sequence[str] | Mapping[str, tuple[int, int, int]] = GENEVAL_COLOURS) -> None:
-        """Args: colours: colour names from the ShapeWorld palette, or a name -> RGB mapping."""
-        palette = dict(colours) if isinstance(colours, Mapping) else {c: PALETTE[c] for c in colours}
-        if not palette:
-            raise ValueError("need at least one colour")
-        self.names = list(palette)
-        self.rgb = np.array(list(palette.values()), dtype=np.float32)
-
-    def classify(self, image: Image.Image, detections: Sequence[Detection], classname: str) -> list[str]:
-        """One colour per detection (``classname`` is unused: pixels carry their own colour)."""
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-        out = []
-        for det in detections:
-            if det.mask is not None:
-                chosen = pixels[det.mask]
-            else:
-                x0, y0, x1, y1 = (round(v) for v in det.box)
-                chosen = pixels[y0:y1, x0:x1].reshape(-1, 3)
-            if chosen.size == 0:
-                out.append(self.names[0])
-                continue
-            nearest = np.linalg.norm(chosen[:, None, :] - self.rgb[None], axis=-1).argmin(-1)
-            out.append(self.names[Counter(nearest.tolist()).most_common(1)[0][0]])
-        return out
 
 
 class ClipColourClassifier:

@@ -49,11 +49,8 @@ from typing import Any
 import numpy as np
 
 from reca.fileio import atomic_path
+from reca.vocabulary import GENEVAL_COLOURS  # GenEval's ten colours, shared with the schema and the world
 
-#: GenEval's colour list (the colour classifier chooses among exactly these)
-GENEVAL_COLOURS: tuple[str, ...] = (
-    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
-)
 #: GenEval's spatial relations
 POSITIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 NUMBERS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")

@@ -21,6 +21,9 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+#: seed of the fixed masks and noise drawn when an adapter is in eval mode (comparable validation losses)
+EVAL_LOSS_SEED = 0
+
 
 @dataclass
 class Condition:
@@ -154,6 +157,13 @@ class UMMAdapter(nn.Module, abc.ABC):
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """``h_v`` straight from pixels."""
         return self.understanding_embeddings(self.understanding_features(pixels))
+
+    def loss_generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        """Where a loss draws its masks and noise: the global RNG in training (seeded per step by the
+        trainer), a fixed seed in eval mode, so validation losses are comparable."""
+        if self.training:
+            return None
+        return torch.Generator(device=device).manual_seed(EVAL_LOSS_SEED)
 
     def encoder_fingerprint(self) -> str:
         """Hash of the understanding encoder's weights: the key of the embedding cache."""

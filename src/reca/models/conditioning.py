@@ -14,8 +14,8 @@ four things, which live here once:
 * write ``h_v`` into the placeholder positions of the token embeddings
   (:func:`splice_image_embeddings`);
 * pad rows of token ids into a batch, with captioning labels when the answer is
-  supervised, and score them (:func:`left_pad`, :func:`caption_batch`,
-  :func:`next_token_loss`).
+  supervised, and score them (:func:`pad_rows`, :func:`positions_from_mask`,
+  :func:`caption_batch`, :func:`next_token_loss`).
 
 Which embeddings fill the placeholders, and what the model does with the
 sequence, stays in each adapter.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +90,9 @@ class ChatPrompter:
     image_end`` (for example Qwen2.5-VL's ``<|vision_start|><|image_pad|>...
     <|vision_end|>``, or ``<begin_of_image><image_placeholder>...`` for the word
     tokenizer of the default world); the adapter later replaces the
-    placeholder embeddings by ``h_v``. Results are cached: templates and
-    captions repeat every step.
+    placeholder embeddings by ``h_v``. A tokenizer without a chat template
+    renders the turn through ``plain_format`` (``{content}`` is the image block
+    and text). Results are cached: templates and captions repeat every step.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class ChatPrompter:
         num_image_tokens: int,
         image_start: str = "",
         image_end: str = "",
+        plain_format: str = "{content}",
     ) -> None:
         image_id = tokenizer.convert_tokens_to_ids(image_token)
         if image_id is None or image_id == tokenizer.unk_token_id:
@@ -111,6 +114,7 @@ class ChatPrompter:
         self.image_start = image_start
         self.image_end = image_end
         self.num_image_tokens = num_image_tokens
+        self.plain_format = plain_format
         self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
 
     def ids(self, text: str, image_tokens: int) -> tuple[int, ...]:
@@ -133,7 +137,7 @@ class ChatPrompter:
             rendered = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                                tokenize=False)
         else:
-            rendered = content
+            rendered = self.plain_format.format(content=content)
         ids = list(tok(rendered, add_special_tokens=False).input_ids)
         # Templates differ on BOS: add it once when the tokenizer has one and the template did not.
         if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
@@ -169,25 +173,32 @@ def splice_image_embeddings(embeds: torch.Tensor, ids: torch.Tensor, image_token
     return embeds.masked_scatter(slots.unsqueeze(-1), image_embeddings.to(embeds.dtype))
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_value: int, device: torch.device | str = "cpu"
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad rows of ids into (B, L) ids and a (B, L) attention mask.
+def pad_rows(rows: Sequence[Sequence[int]], pad_value: int, device: torch.device | str = "cpu", *,
+             side: Literal["left", "right"] = "left") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad rows of ids into (B, L) ids and a (B, L) attention mask.
 
-    Left padding puts every row's last token in the last column, which is where
-    appended query tokens or the next generated token go.
+    Left padding (the default) puts every row's last token in the last column,
+    which is where appended query tokens or the next generated token go.
     """
     length = max(len(r) for r in rows)
     ids = torch.full((len(rows), length), pad_value, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, length - len(row):] = torch.as_tensor(row, dtype=torch.long)
-            mask[i, length - len(row):] = 1
+            span = slice(length - len(row), length) if side == "left" else slice(0, len(row))
+            ids[i, span] = torch.as_tensor(row, dtype=torch.long)
+            mask[i, span] = 1
     return ids.to(device), mask.to(device)
 
 
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding: 0 at each row's first real token."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def caption_batch(prompter: ChatPrompter, instructions: Sequence[str], captions: Sequence[str], pad_id: int,
-                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  device: torch.device | str = "cpu", *, side: Literal["left", "right"] = "left"
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Captioning rows ``[image + instruction prompt] + caption + EOS``: ids, mask and labels.
 
     Labels are :data:`IGNORE_INDEX` everywhere but the caption and its EOS, so
@@ -197,9 +208,9 @@ def caption_batch(prompter: ChatPrompter, instructions: Sequence[str], captions:
     answers = [prompter.answer_ids(caption) for caption in captions]
     if len(prompts) != len(answers):
         raise ValueError(f"{len(prompts)} instructions for {len(answers)} captions")
-    ids, mask = left_pad([p + a for p, a in zip(prompts, answers, strict=True)], pad_id, device)
-    labels, _ = left_pad([[IGNORE_INDEX] * len(p) + a for p, a in zip(prompts, answers, strict=True)],
-                         IGNORE_INDEX, device)
+    ids, mask = pad_rows([p + a for p, a in zip(prompts, answers, strict=True)], pad_id, device, side=side)
+    labels, _ = pad_rows([[IGNORE_INDEX] * len(p) + a for p, a in zip(prompts, answers, strict=True)],
+                         IGNORE_INDEX, device, side=side)
     return ids, mask, labels
 
 

@@ -16,7 +16,7 @@ PixArt), which is trained by flow matching on VAE latents and sampled with the
   trainable in `train` (the default ``train.freeze`` names only the vision
   tower and the latent space), exactly as the Janus default does.
 * The default world generates in a fixed patch latent space
-  (:mod:`reca.models.flow_latents`); real checkpoints bring a VAE.
+  (:mod:`reca.models.latent_tokenizers`); real checkpoints bring a VAE.
 
 Directory layout (``save_pretrained`` / ``from_pretrained``)::
 
@@ -58,23 +58,31 @@ from reca.models.conditioning import (
     ChatPrompter,
     caption_batch,
     effective_rows,
-    left_pad,
     next_token_loss,
+    pad_rows,
     splice_image_embeddings,
     with_unconditional,
 )
-from reca.models.flow_latents import load_latents, save_latents, tiny_autoencoder_dc, to_grid, to_tokens
-from reca.models.latent_flow import (
+from reca.models.flow_transformer import (
     FlowMatching,
     caption_channels,
     load_transformer,
     predict_velocity,
     tiny_transformer,
 )
-from reca.models.latent_tokenizers import AutoencoderKLTokenizer, LatentTokenizer, PatchLatents
-from reca.models.masked_common import EVAL_LOSS_SEED, TinyIterativeParams
+from reca.models.from_scratch import TinyIterativeParams
+from reca.models.latent_tokenizers import (
+    AutoencoderKLTokenizer,
+    LatentTokenizer,
+    PatchLatents,
+    load_latents,
+    save_latents,
+    tiny_autoencoder_dc,
+    to_grid,
+    to_tokens,
+)
 from reca.models.query_connector import ConnectorConfig, LearnableQueries, QueryConnector
-from reca.models.registry import ADAPTER_FILE, register, write_adapter_file
+from reca.models.registration import ADAPTER_FILE, register, write_adapter_file
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +349,7 @@ class FlowMatchingAdapter(UMMAdapter):
         """The transformer's conditioning sequence (B, N, caption_channels) for a condition."""
         rows, h_v = effective_rows(condition)
         n = self.queries.num_queries
-        ids, mask = left_pad([[*self.prompter.ids(r.text, r.image_tokens), *[self.pad_id] * n] for r in rows],
+        ids, mask = pad_rows([[*self.prompter.ids(r.text, r.image_tokens), *[self.pad_id] * n] for r in rows],
                              self.pad_id, self._device)
         hidden = self._read(ids, mask, h_v, tail=self.queries(len(rows)))
         return self.connector(hidden[:, -n:])
@@ -356,7 +364,7 @@ class FlowMatchingAdapter(UMMAdapter):
         states = self.condition_states(condition)
         clean = to_grid(self.latents.encode(target_pixels.to(self._device)), self.latents.grid)
         # Training draws noise and times from the global RNG; eval mode uses fixed ones (comparable losses).
-        generator = None if self.training else torch.Generator().manual_seed(EVAL_LOSS_SEED)
+        generator = self.loss_generator()
         noisy, timesteps, target = self.flow.training_pair(clean, generator)
         return F.mse_loss(predict_velocity(self.transformer, noisy, timesteps, states), target)
 

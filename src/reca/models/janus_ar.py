@@ -11,7 +11,6 @@ model's own modules.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from collections.abc import Sequence
@@ -34,17 +33,23 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from reca.data.transforms import resize_to
 from reca.fileio import atomic_dir
 from reca.models import text_tokenizer as tt
 from reca.models.base import Condition, LatentConditioned, TextAligned, UMMAdapter
-from reca.models.conditioning import with_unconditional
+from reca.models.conditioning import (
+    ChatPrompter,
+    caption_batch,
+    next_token_loss,
+    pad_rows,
+    positions_from_mask,
+    splice_image_embeddings,
+    with_unconditional,
+)
 from reca.models.image_tokenizers import ImageTokenizer, JanusVQTokenizer, PatchKMeansTokenizer
-from reca.models.masked_common import resize_to
-from reca.models.registry import ADAPTER_FILE, register, write_adapter_file
+from reca.models.registration import ADAPTER_FILE, register, write_adapter_file
 from reca.models.sampling import guided_logits, sample_tokens
-from reca.params import Section
-
-IGNORE = -100
+from reca.schema import Section
 
 
 class TinyJanusParams(Section):
@@ -167,6 +172,10 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.num_understanding_tokens = int(model.config.vision_config.num_image_tokens)
+        # Janus's own conversation format when the tokenizer brings no chat template.
+        self.prompter = ChatPrompter(tokenizer, image_token=tt.IMAGE_PLACEHOLDER,
+                                     num_image_tokens=self.num_understanding_tokens,
+                                     plain_format=f"{tt.USER}: {{content}}\n\n{tt.ASSISTANT}:")
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -262,16 +271,11 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         return self.model.prepare_embeddings_for_image_generation(codes)
 
     def pooled_text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
-        ids = [self.tokenizer(text, add_special_tokens=False).input_ids or [self.pad_id] for text in texts]
-        length = max(len(row) for row in ids)
-        device = self.model.device
-        padded = torch.full((len(ids), length), self.pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(ids), length, 1), device=device)
-        for i, row in enumerate(ids):
-            padded[i, : len(row)] = torch.tensor(row, device=device)
-            mask[i, : len(row)] = 1.0
+        rows = [self.tokenizer(text, add_special_tokens=False).input_ids or [self.pad_id] for text in texts]
+        padded, mask = pad_rows(rows, self.pad_id, self.model.device, side="right")
         embeds = self.model.get_input_embeddings()(padded)
-        return (embeds * mask.to(embeds.dtype)).sum(dim=1) / mask.sum(dim=1).to(embeds.dtype)
+        weights = mask.unsqueeze(-1).to(embeds.dtype)
+        return (embeds * weights).sum(dim=1) / weights.sum(dim=1)
 
     def condition_states(self, condition: Condition) -> torch.Tensor:
         out = self._lm_outputs(*self._condition_prefix(condition), output_hidden_states=True)
@@ -283,34 +287,10 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         return self.model.model.language_model.embed_tokens.weight.dtype
 
     # --------------------------------------------------------- prompt building
-    @functools.lru_cache(maxsize=8192)  # noqa: B019 - templates and captions repeat every step
-    def _prompt_ids(self, text: str, image_tokens: int) -> tuple[int, ...]:
-        content = text
-        if image_tokens:
-            content = tt.IMAGE_PLACEHOLDER * image_tokens + "\n" + text
-        messages = [{"role": "user", "content": content}]
-        if self.tokenizer.chat_template:
-            rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            rendered = f"{tt.USER}: {content}\n\n{tt.ASSISTANT}:"
-        ids = self.tokenizer(rendered, add_special_tokens=False).input_ids
-        if ids and ids[0] == self.bos_id:
-            ids = ids[1:]
-        return (self.bos_id, *ids)
-
     def _embed(self, ids: torch.Tensor, image_embeddings: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with ``h_v`` scattered into the placeholder positions."""
         embeds = self.model.get_input_embeddings()(ids)
-        slots = ids == self.image_token_id
-        if image_embeddings is None:
-            if slots.any():
-                raise ValueError("prompt has image placeholders but no image embeddings were given")
-            return embeds
-        if int(slots.sum()) != image_embeddings.shape[0] * image_embeddings.shape[1]:
-            raise ValueError(
-                f"{int(slots.sum())} image placeholders for {tuple(image_embeddings.shape[:2])} image embeddings"
-            )
-        return embeds.masked_scatter(slots.unsqueeze(-1), image_embeddings.to(embeds.dtype))
+        return splice_image_embeddings(embeds, ids, self.image_token_id, image_embeddings)
 
     def _condition_prefix(self, condition: Condition) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prefix embeddings ending in ``<begin_of_image>``, and their attention mask.
@@ -325,17 +305,12 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         drop = condition.drop if condition.drop is not None else torch.zeros(len(condition.texts), dtype=torch.bool)
         rows = []
         for text, dropped in zip(condition.texts, drop.tolist(), strict=True):
-            ids = [*self._prompt_ids(text, image_tokens), self.boi_id]
+            ids = [*self.prompter.ids(text, image_tokens), self.boi_id]
             if dropped:
                 ids = [i if i in (self.bos_id, self.boi_id) else self.pad_id for i in ids]
             rows.append(ids)
-        length = max(len(r) for r in rows)
         device = self.model.device
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long, device=device)
-        mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
-        for i, r in enumerate(rows):
-            ids[i, length - len(r) :] = torch.tensor(r, device=device)
-            mask[i, length - len(r) :] = 1
+        ids, mask = pad_rows(rows, self.pad_id, device)
         image_embeddings = None
         if with_image:
             keep = ~drop.to(device)
@@ -345,7 +320,7 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
     def _lm_outputs(self, embeds: torch.Tensor, mask: torch.Tensor, cache: DynamicCache | None = None,
                     positions: torch.Tensor | None = None, output_hidden_states: bool = False) -> Any:
         if positions is None:
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            positions = positions_from_mask(mask)
         return self.model.model.language_model(
             inputs_embeds=embeds,
             attention_mask=mask,
@@ -373,26 +348,11 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
 
     def i2t_loss(self, pixels: torch.Tensor, instructions: Sequence[str], captions: Sequence[str]) -> torch.Tensor:
         """Captioning loss: next-token cross-entropy on the caption after [image + instruction]."""
-        h_v = self.embed_images(pixels)
-        rows, labels = [], []
-        for instruction, caption in zip(instructions, captions, strict=True):
-            prompt = list(self._prompt_ids(instruction, self.num_understanding_tokens))
-            answer = self.tokenizer(" " + caption, add_special_tokens=False).input_ids + [self.eos_id]
-            rows.append(prompt + answer)
-            labels.append([IGNORE] * len(prompt) + answer)
-        length = max(len(r) for r in rows)
-        device = self.model.device
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long, device=device)
-        lab = torch.full((len(rows), length), IGNORE, dtype=torch.long, device=device)
-        mask = torch.zeros((len(rows), length), dtype=torch.long, device=device)
-        for i, (r, lb) in enumerate(zip(rows, labels, strict=True)):
-            ids[i, : len(r)] = torch.tensor(r, device=device)
-            lab[i, : len(lb)] = torch.tensor(lb, device=device)
-            mask[i, : len(r)] = 1
-        hidden = self._run_lm(self._embed(ids, h_v), mask)
-        logits = self.model.lm_head(hidden[:, :-1])
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), lab[:, 1:].reshape(-1),
-                               ignore_index=IGNORE)
+        # Right-padded, as Janus's processor pads a training batch.
+        ids, mask, labels = caption_batch(self.prompter, instructions, captions, self.pad_id, self.model.device,
+                                          side="right")
+        hidden = self._run_lm(self._embed(ids, self.embed_images(pixels)), mask)
+        return next_token_loss(self.model.lm_head(hidden[:, :-1]), labels)
 
     # --------------------------------------------------------------- inference
     @torch.no_grad()
@@ -410,7 +370,7 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
             texts=condition.texts, image_embeddings=condition.image_embeddings)
         embeds, mask = self._condition_prefix(both)
         cache = DynamicCache(config=self.model.config.text_config)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_from_mask(mask)
         hidden = self._run_lm(embeds, mask, cache, positions)[:, -1]
         next_pos = positions[:, -1:] + 1
         tokens = []

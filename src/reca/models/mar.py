@@ -18,7 +18,7 @@ image-to-text loss reads it through the shared LLM.
 
 Saved layout: the LLM and tokenizer at the top (``AutoModelForCausalLM``
 loads it), ``mar_modules/`` and, for a VAE, ``vae/`` (diffusers; the latent space is
-saved and loaded by :mod:`reca.models.flow_latents`, shared with the flow-matching adapter).
+saved and loaded by :mod:`reca.models.latent_tokenizers`, shared with the flow-matching adapter).
 """
 
 from __future__ import annotations
@@ -32,22 +32,26 @@ from pydantic import Field, model_validator
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from reca.data.transforms import resize_to
 from reca.models import text_tokenizer as tt
 from reca.models.base import Condition
 from reca.models.conditioning import with_unconditional
-from reca.models.flow_latents import load_latents, save_latents
-from reca.models.latent_tokenizers import AutoencoderKLTokenizer, LatentTokenizer, PatchLatents
+from reca.models.from_scratch import TinyIterativeParams, tiny_llama
+from reca.models.latent_tokenizers import (
+    AutoencoderKLTokenizer,
+    LatentTokenizer,
+    PatchLatents,
+    load_latents,
+    save_latents,
+)
 from reca.models.mar_modules import MARModules
 from reca.models.masked_common import (
     ImageBlockLMAdapter,
-    TinyIterativeParams,
     choose_reveal,
     masked_counts,
-    resize_to,
     sample_training_mask,
-    tiny_llama,
 )
-from reca.models.registry import ADAPTER_FILE, register
+from reca.models.registration import ADAPTER_FILE, register
 
 MODULES_DIR = "mar_modules"
 #: ``build_from_scratch(image_tokenizer=...)`` values. ``patch_kmeans`` is the default world's name for its
@@ -175,7 +179,7 @@ class HarmonMARAdapter(ImageBlockLMAdapter):
     def generation_loss(self, condition: Condition, target_pixels: torch.Tensor) -> torch.Tensor:
         """Per-token flow-matching loss on the masked tokens of the target (MaskGIT cosine masking ratio)."""
         tokens = self.latents.encode(target_pixels.to(self._device)).to(self._dtype)
-        generator = self._loss_generator()
+        generator = self.loss_generator(self._device)
         masked = sample_training_mask(*tokens.shape[:2], tokens.device, generator)
         prefix, prefix_mask = self._prefix(condition)
         z = self._token_conditions(prefix, prefix_mask, tokens, masked)[masked]

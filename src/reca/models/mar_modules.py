@@ -29,7 +29,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from reca.models.masked_common import mlp_projector
+from reca.models.from_scratch import mlp_projector
 from reca.models.sampling import guided_logits
 
 

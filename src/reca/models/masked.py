@@ -41,22 +41,20 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from reca.data.transforms import resize_to
 from reca.models import text_tokenizer as tt
 from reca.models.base import Condition, LatentConditioned
 from reca.models.conditioning import with_unconditional
+from reca.models.from_scratch import TinyIterativeParams, mlp_projector, tiny_llama
 from reca.models.image_tokenizers import ImageTokenizer, PatchKMeansTokenizer
 from reca.models.latent_tokenizers import VQModelTokenizer
 from reca.models.masked_common import (
     ImageBlockLMAdapter,
-    TinyIterativeParams,
     choose_reveal,
     masked_counts,
-    mlp_projector,
-    resize_to,
     sample_training_mask,
-    tiny_llama,
 )
-from reca.models.registry import register
+from reca.models.registration import register
 from reca.models.sampling import guided_logits, sample_tokens
 
 ENCODER_DIR = "understanding_encoder"
@@ -204,7 +202,7 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
     def generation_loss(self, condition: Condition, target_pixels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on the masked image tokens of the target (MaskGIT cosine masking ratio)."""
         targets = self.image_tokenizer.encode(target_pixels.to(self._device))
-        masked = sample_training_mask(*targets.shape, targets.device, self._loss_generator())
+        masked = sample_training_mask(*targets.shape, targets.device, self.loss_generator(self._device))
         prefix, prefix_mask = self._prefix(condition)
         logits = self._token_logits(prefix, prefix_mask, targets.masked_fill(masked, self.mask_id))
         return F.cross_entropy(logits[masked], targets[masked])

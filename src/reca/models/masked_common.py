@@ -13,8 +13,7 @@ positions from the visible ones, so:
 * training masks a random fraction of the image positions drawn from the
   MaskGIT cosine schedule, and inference decodes iteratively, revealing
   positions so that ``cos(pi/2 * k/K)`` of them stay masked after step k;
-* the image-to-text loss, saving the LLM with its tokenizer, and the
-  from-scratch sizes of the embedded default world are identical.
+* the image-to-text loss and saving the LLM with its tokenizer are identical.
 
 :class:`ImageBlockLMAdapter` holds that shared part; :mod:`reca.models.masked`
 and :mod:`reca.models.mar` add their own image representation and head.
@@ -30,14 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field, model_validator
-from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -46,67 +40,15 @@ from reca.fileio import atomic_dir
 from reca.models import text_tokenizer as tt
 from reca.models.base import Condition, UMMAdapter
 from reca.models.conditioning import (
-    IGNORE_INDEX,
     ChatPrompter,
     caption_batch,
     effective_rows,
-    left_pad,
+    next_token_loss,
+    pad_rows,
+    positions_from_mask,
     splice_image_embeddings,
 )
-from reca.models.registry import ADAPTER_FILE, write_adapter_file
-from reca.params import Section
-
-#: seed of the fixed masks and noise drawn when the adapter is in eval mode (comparable validation losses)
-EVAL_LOSS_SEED = 0
-
-
-class TinyIterativeParams(Section):
-    """Sizes shared by the from-scratch masked-token and MAR models (the embedded default world).
-
-    The key names are those of the default ``model.tiny`` in params.yaml, so the
-    default world runs with any adapter by changing ``model.adapter`` alone.
-    """
-
-    hidden_size: int = Field(128, ge=8, description="Language-model width.")
-    num_layers: int = Field(4, ge=1, description="Language-model layers.")
-    num_heads: int = Field(4, ge=1, description="Language-model attention heads.")
-    intermediate_size: int = Field(344, ge=8, description="Language-model MLP width.")
-    vision_hidden_size: int = Field(64, ge=8, description="Understanding-encoder width.")
-    vision_layers: int = Field(2, ge=1, description="Understanding-encoder layers.")
-    vision_heads: int = Field(4, ge=1, description="Understanding-encoder attention heads.")
-    image_size: int = Field(32, ge=8, description="Image side; must equal degrade.understanding_size.")
-    vision_patch_size: int = Field(8, ge=1, description="Pixels per h_v token side: (image_size/patch)^2 tokens.")
-    token_patch_size: int = Field(4, ge=1, description="Pixels per generated-token side.")
-    decoding_steps: int = Field(8, ge=1, description="Iterative decoding steps at generation (MaskGIT / MAR).")
-
-    @model_validator(mode="after")
-    def _check_sizes(self) -> TinyIterativeParams:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        if self.vision_hidden_size % self.vision_heads:
-            raise ValueError(f"vision_hidden_size ({self.vision_hidden_size}) must be divisible by vision_heads "
-                             f"({self.vision_heads})")
-        for key in ("vision_patch_size", "token_patch_size"):
-            if self.image_size % getattr(self, key):
-                raise ValueError(f"image_size ({self.image_size}) must be divisible by {key} ({getattr(self, key)})")
-        return self
-
-
-def tiny_llama(tiny: TinyIterativeParams, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
-    """A randomly initialised Llama sized by ``tiny``, with the tokenizer's vocabulary and special ids."""
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=tiny.hidden_size, intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_layers, num_attention_heads=tiny.num_heads, num_key_value_heads=tiny.num_heads,
-        max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        attn_implementation="sdpa",  # the bidirectional image block needs a kernel that takes a 4D mask
-    ))
-
-
-def mlp_projector(in_dim: int, out_dim: int) -> nn.Sequential:
-    """The two-layer GELU MLP that maps encoder features into the language model's input space."""
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
-
+from reca.models.registration import ADAPTER_FILE, write_adapter_file
 
 # ------------------------------------------------------------------ schedules
 
@@ -165,11 +107,6 @@ def omni_attention_mask(prefix_mask: torch.Tensor, num_image: int, dtype: torch.
     return mask.masked_fill(~allowed[:, None], torch.finfo(dtype).min)
 
 
-def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that skip left padding: 0 at each row's first real token."""
-    return (mask.cumsum(-1) - 1).clamp(min=0)
-
-
 # -------------------------------------------------------------------- adapter
 
 
@@ -209,12 +146,6 @@ class ImageBlockLMAdapter(UMMAdapter):
     def _dtype(self) -> torch.dtype:
         return self.llm.get_input_embeddings().weight.dtype
 
-    def _loss_generator(self) -> torch.Generator | None:
-        """Training draws masks and noise from the global RNG; eval mode uses fixed ones (comparable losses)."""
-        if self.training:
-            return None
-        return torch.Generator(device=self._device).manual_seed(EVAL_LOSS_SEED)
-
     def _embed(self, ids: torch.Tensor, h_v: torch.Tensor | None) -> torch.Tensor:
         embeds = self.llm.get_input_embeddings()(ids)
         return splice_image_embeddings(embeds, ids, self.prompter.image_token_id, h_v)
@@ -222,7 +153,7 @@ class ImageBlockLMAdapter(UMMAdapter):
     def _prefix(self, condition: Condition) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded condition embeddings (after CFG dropout) ending in ``<begin_of_image>``, and their mask."""
         rows, h_v = effective_rows(condition)
-        ids, mask = left_pad([[*self.prompter.ids(r.text, r.image_tokens), self.boi_id] for r in rows], self.pad_id,
+        ids, mask = pad_rows([[*self.prompter.ids(r.text, r.image_tokens), self.boi_id] for r in rows], self.pad_id,
                              self._device)
         return self._embed(ids, h_v), mask
 
@@ -240,9 +171,7 @@ class ImageBlockLMAdapter(UMMAdapter):
         ids, mask, labels = caption_batch(self.prompter, instructions, captions, self.pad_id, self._device)
         hidden = self.llm.base_model(inputs_embeds=self._embed(ids, self.embed_images(pixels)), attention_mask=mask,
                                      position_ids=positions_from_mask(mask)).last_hidden_state
-        logits = self.llm.get_output_embeddings()(hidden[:, :-1]).float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        return next_token_loss(self.llm.get_output_embeddings()(hidden[:, :-1]), labels)
 
     # ----------------------------------------------------------- save and load
     @classmethod
@@ -273,10 +202,3 @@ class ImageBlockLMAdapter(UMMAdapter):
     @abc.abstractmethod
     def _save_parts(self, directory: Path) -> dict[str, Any]:
         """Write the adapter's own parts into ``directory``; return what the adapter file records."""
-
-
-def resize_to(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic antialiased resize to ``size`` x ``size`` (a no-op at that size already)."""
-    if pixels.shape[-1] == size and pixels.shape[-2] == size:
-        return pixels
-    return F.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True, align_corners=False)

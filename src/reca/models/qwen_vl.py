@@ -22,8 +22,8 @@ import torch
 from transformers import PreTrainedTokenizerBase, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from reca.data.transforms import resize_to
 from reca.models import text_tokenizer as tt
-from reca.models.masked_common import resize_to
 
 #: pixel normalisation of Qwen2-VL / Qwen2.5-VL image processors (used when a checkpoint names none)
 DEFAULT_PIXEL_MEAN = tuple(OPENAI_CLIP_MEAN)

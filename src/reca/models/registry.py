@@ -1,31 +1,16 @@
-"""Adapters by name: the only place that maps a model family to code."""
+"""Adapters by name: the only place that maps a model family to code.
+
+The adapters register themselves (``reca.models.registration``) when their
+modules are imported; this module imports them, and they never import it.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from reca.models.base import UMMAdapter
-
-_REGISTRY: dict[str, type[UMMAdapter]] = {}
-ADAPTER_FILE = "reca_adapter.json"
-
-A = TypeVar("A", bound=type[UMMAdapter])
-
-
-def register(name: str) -> Callable[[A], A]:
-    """Class decorator: make an adapter available under ``name``."""
-
-    def wrap(cls: A) -> A:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"adapter name {name!r} is already registered to {_REGISTRY[name].__name__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+from reca.models.registration import ADAPTER_FILE, REGISTERED
 
 
 def _load_builtin() -> None:
@@ -36,21 +21,16 @@ def _load_builtin() -> None:
 def available() -> list[str]:
     """Names of all registered adapters."""
     _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(REGISTERED)
 
 
 def get(name: str) -> type[UMMAdapter]:
     """The adapter class registered under ``name``."""
     _load_builtin()
     try:
-        return _REGISTRY[name]
+        return REGISTERED[name]
     except KeyError:
-        raise KeyError(f"unknown adapter {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def write_adapter_file(path: str | Path, name: str, **extra: object) -> None:
-    """Record which adapter a saved model directory belongs to."""
-    Path(path, ADAPTER_FILE).write_text(json.dumps({"adapter": name, **extra}, indent=2, sort_keys=True) + "\n")
+        raise KeyError(f"unknown adapter {name!r}; available: {', '.join(sorted(REGISTERED))}") from None
 
 
 def load(

@@ -3,5 +3,5 @@
 Sits after the pipeline: :mod:`collect` reads runs (a pipeline run and its
 stage runs) from the MLflow store, :mod:`charts` draws them with matplotlib,
 :mod:`html` renders one HTML file with every image embedded, and
-:mod:`report` ties them together and logs the result back to MLflow.
+:mod:`run_report` ties them together and logs the result back to MLflow.
 """

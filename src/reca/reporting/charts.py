@@ -1,6 +1,6 @@
 """Charts of a report as PNG bytes, drawn offline with matplotlib's Agg backend.
 
-The per-task bars are `evaluate`'s own chart (:func:`reca.evaluation.report.bar_chart`)
+The per-task bars are `evaluate`'s own chart (:func:`reca.evaluation.comparison_report.bar_chart`)
 with one series per (run, model) instead of per model, so a report and an
 evaluate run draw the same picture of the same numbers.
 """
@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from reca.evaluation.report import bar_chart, tasks_in
+from reca.evaluation.comparison_report import bar_chart, tasks_in
 from reca.reporting.collect import RunSummary
 
 

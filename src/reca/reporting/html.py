@@ -3,7 +3,7 @@
 No script, stylesheet, font or image is fetched from anywhere, so the file
 opens the same on a laptop offline, as an MLflow artifact, or attached to an
 e-mail. The evaluation table is `evaluate`'s own comparison table
-(:func:`reca.evaluation.report.markdown_table`) rendered as HTML.
+(:func:`reca.evaluation.comparison_report.markdown_table`) rendered as HTML.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import html
 import re
 from collections.abc import Sequence
 
-from reca.evaluation.report import markdown_table
+from reca.evaluation.comparison_report import markdown_table
 from reca.reporting.charts import loss_curves, per_task_chart, series_scores
 from reca.reporting.collect import EVALUATE_STAGE, RunSummary
 

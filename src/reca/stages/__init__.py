@@ -1,1 +1,4 @@
-"""Pipeline stages, one module per DVC stage: ``run(params, inputs..., outputs...)``."""
+"""Pipeline stages, one module per DVC stage: ``run(params, inputs..., outputs...)``.
+
+No stage imports another: the file names they hand each other are :mod:`reca.stage_files`.
+"""

@@ -38,15 +38,13 @@ from reca.data.parallel import ordered_map
 from reca.data.sources import ImageSource, SourceItem, SourceProblem
 from reca.fileio import atomic_dir, read_jsonl, write_json
 from reca.params import CurateParams
+from reca.stage_files import CURATE_REPORT as REPORT
+from reca.stage_files import CURATED_MANIFEST as MANIFEST
+from reca.stage_files import DUPLICATES, QUARANTINE, VALIDATION
 
 if TYPE_CHECKING:  # the tracking module imports torch; this stage never needs it
     from reca.tracking.mlflow_run import StageRun
 
-MANIFEST = "manifest.jsonl"
-QUARANTINE = "quarantine.jsonl"
-DUPLICATES = "duplicates.jsonl"
-REPORT = "report.json"
-VALIDATION = "validation.json"
 # report count -> the file whose rows it counts (checked by the expectation suite)
 COUNTED_FILES = {"curated": MANIFEST, "quarantined": QUARANTINE, "duplicates": DUPLICATES}
 

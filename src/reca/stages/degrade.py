@@ -35,14 +35,13 @@ from reca.data.parallel import ordered_map
 from reca.data.sources import source_root
 from reca.fileio import atomic_dir, read_json, write_json, write_jsonl
 from reca.params import DegradeParams
-from reca.stages.curate import MANIFEST as CURATED_MANIFEST
-from reca.stages.curate import REPORT as CURATED_REPORT
+from reca.stage_files import CURATE_REPORT as CURATED_REPORT
+from reca.stage_files import CURATED_MANIFEST
+from reca.stage_files import DEGRADE_RECORD as RECORD
+from reca.stage_files import DEGRADED_MANIFEST as MANIFEST
 
 if TYPE_CHECKING:  # the tracking module imports torch; this stage never needs it
     from reca.tracking.mlflow_run import StageRun
-
-MANIFEST = "manifest.jsonl"
-RECORD = "degrade.json"
 
 
 def settings_record(params: DegradeParams) -> dict[str, Any]:

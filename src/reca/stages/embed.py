@@ -27,9 +27,9 @@ from reca.data import embedding_cache as cache
 from reca.data.dataset import ImageTable, read_pixels
 from reca.fileio import read_json
 from reca.models.base import UMMAdapter
+from reca.models.loading import load_model_dir
 from reca.params import EmbedParams, ModelParams
-from reca.stages.degrade import RECORD as DEGRADE_RECORD
-from reca.stages.model_loading import load_model_dir
+from reca.stage_files import DEGRADE_RECORD
 from reca.tracking.mlflow_run import StageRun
 
 

@@ -24,6 +24,7 @@ folder and result rows; all logged to MLflow.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ from tqdm import tqdm
 
 from reca.data.dataset import ImageTable
 from reca.data.transforms import degrade, resize, to_pil, to_tensor
-from reca.evaluation.detectors import build_colour_classifier, build_detector
+from reca.evaluation.colour_classifier import ClipColourClassifier
+from reca.evaluation.comparison_report import bar_chart, markdown_table, plot_rows
+from reca.evaluation.detectors import Mask2FormerDetector
 from reca.evaluation.fidelity import embedding_cosine, psnr, ssim
-from reca.evaluation.geneval import GenEvalRules, summarize
+from reca.evaluation.geneval import ColourClassifier, Detector, GenEvalRules, summarize
 from reca.evaluation.geneval_folder import score_folder, write_folder
 from reca.evaluation.geneval_prompts import (
     create_prompts,
@@ -45,18 +48,22 @@ from reca.evaluation.geneval_prompts import (
     write_metadata,
 )
 from reca.evaluation.grids import save_grid
-from reca.evaluation.report import bar_chart, markdown_table, plot_rows
 from reca.fileio import atomic_path, read_json, write_json, write_jsonl
 from reca.models.base import Condition, UMMAdapter
+from reca.models.loading import load_model_dir
 from reca.objectives.templates import RECONSTRUCTION_TEMPLATES
 from reca.params import EvaluateParams, ModelParams, flatten
-from reca.stages.model_loading import load_model_dir
+from reca.shapeworld.detector import PaletteColourClassifier, ShapeWorldDetector
+from reca.stage_files import DEGRADE_RECORD
 from reca.tracking.mlflow_run import StageRun
 from reca.training.registration import tag_version_with_metrics
 
 #: the fixed instruction for reconstruction at evaluation (training draws from the whole bank)
 EVAL_TEMPLATE = RECONSTRUCTION_TEMPLATES[0]
-DEGRADE_RECORD = "degrade.json"
+#: detectors ``evaluate.detector`` names: the default world's exact one, or a Mask2Former checkpoint
+DETECTORS = ("shapeworld", "mask2former")
+#: colour classifiers ``evaluate.colour_classifier`` names: the world's palette, or GenEval's CLIP rule
+COLOUR_CLASSIFIERS = ("palette", "clip")
 
 
 def _generator(seed: int, batch: int) -> torch.Generator:
@@ -77,6 +84,30 @@ def rules_of(params: EvaluateParams) -> GenEvalRules:
     return GenEvalRules(threshold=params.threshold, counting_threshold=params.counting_threshold,
                         max_objects=params.max_objects, max_overlap=params.max_overlap,
                         position_threshold=params.position_threshold)
+
+
+def build_detector(name: str, *, colours: Sequence[str], classes: Sequence[str], path: str | None = None,
+                   revision: str | None = None, trust_remote_code: bool = False) -> Detector:
+    """The detector called ``name`` (one of :data:`DETECTORS`): the world's exact one, or Mask2Former."""
+    if name == "shapeworld":
+        return ShapeWorldDetector(colours, classes)
+    if name == "mask2former":
+        if not path:
+            raise ValueError("the mask2former detector needs evaluate.detector_path (a local dir or hub id)")
+        return Mask2FormerDetector.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+
+
+def build_colour_classifier(name: str, *, colours: Sequence[str], path: str | None = None,
+                            revision: str | None = None, trust_remote_code: bool = False) -> ColourClassifier:
+    """The colour classifier called ``name`` (one of :data:`COLOUR_CLASSIFIERS`): the world's palette, or CLIP."""
+    if name == "palette":
+        return PaletteColourClassifier(colours)
+    if name == "clip":
+        if not path:
+            raise ValueError("the clip colour classifier needs evaluate.clip_path (a local dir or hub id)")
+        return ClipColourClassifier.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    raise ValueError(f"unknown colour classifier {name!r}; known: {', '.join(COLOUR_CLASSIFIERS)}")
 
 
 def build_scorer(params: EvaluateParams, model: ModelParams | None = None) -> tuple[Any, Any, GenEvalRules]:

@@ -23,10 +23,10 @@ from typing import Any
 
 from reca.data.dataset import ImageTable
 from reca.models.base import UMMAdapter
-from reca.objectives.reca import RecAObjective
+from reca.models.loading import initial_model, load_model_dir
+from reca.objectives.sft import SFTObjective
 from reca.objectives.templates import CAPTION_INSTRUCTIONS, RECONSTRUCTION_TEMPLATES
 from reca.params import ModelParams, PostSFTParams, SFTObjectiveParams, SFTParams, flatten
-from reca.stages.model_loading import initial_model, load_model_dir
 from reca.tracking.mlflow_run import StageRun
 from reca.training.registration import read_pointer, write_pointer
 from reca.training.runs import (
@@ -90,8 +90,8 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
     """The SFT objective (t2i + i2t, optionally reconstruction and alignment, on the captioned split) on
     ``adapter``, resumable under ``checkpoints/<stage>``."""
     adapter.set_frozen(params.freeze)
-    objective = RecAObjective(adapter, lambda_reca=params.lambda_reca, lambda_i2t=params.lambda_i2t,
-                              lambda_t2i=params.lambda_t2i, lambda_align=params.lambda_align, align_at=params.align_at)
+    objective = SFTObjective(adapter, lambda_reca=params.lambda_reca, lambda_i2t=params.lambda_i2t,
+                             lambda_t2i=params.lambda_t2i, lambda_align=params.lambda_align, align_at=params.align_at)
     # Reconstruction templates enter an SFT batch only for the terms that read them.
     reconstructs = params.lambda_reca > 0
     aligns_conditions = params.lambda_align > 0 and params.align_at == "condition_states"

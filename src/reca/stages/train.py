@@ -17,11 +17,11 @@ from reca.data.dataset import ImageTable
 from reca.fileio import read_json
 from reca.inference import unknown_words
 from reca.models.base import UMMAdapter
+from reca.models.loading import load_model_dir
 from reca.objectives.reca import RecAObjective
 from reca.objectives.templates import TemplateBank, load_templates
 from reca.params import ModelParams, ParamsError, TrainParams, flatten
-from reca.stages.degrade import RECORD as DEGRADE_RECORD
-from reca.stages.model_loading import load_model_dir
+from reca.stage_files import DEGRADE_RECORD
 from reca.tracking.mlflow_run import StageRun
 from reca.training.runs import checkpoint_dir, continued_run_inputs, plan_batches, run_training
 

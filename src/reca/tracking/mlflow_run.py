@@ -132,7 +132,7 @@ def pipeline_run(name: str, root: str | Path = ".", tags: dict[str, str] | None 
 def stage_run(stage: str, root: str | Path = ".", params_file: str | Path | None = "params.yaml") -> Iterator[StageRun]:
     """Open an MLflow run for ``stage`` (rank 0 only), a child of its pipeline run; close it FAILED on error."""
     # Imported here: it imports torch, which the flow and `reca report` never need.
-    from reca.training.distributed import is_rank_zero
+    from reca.distributed import is_rank_zero
 
     root = Path(root)
     if not is_rank_zero():

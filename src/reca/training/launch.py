@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from reca.distributed import started_by_launcher
 from reca.params import OptimParams
 from reca.tracking.mlflow_run import STAGE_RUN_ENV
-from reca.training.distributed import started_by_launcher
 
 WORKER_ENV = "RECA_LAUNCHED"
 

@@ -13,12 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reca.distributed import init_distributed
 from reca.objectives.reca import RecAObjective
 from reca.objectives.templates import CAPTION_INSTRUCTIONS
 from reca.params import ModelParams, OptimParams, flatten
+from reca.stage_files import DEGRADE_RECORD, DEGRADED_MANIFEST
 from reca.tracking.mlflow_run import StageRun
 from reca.training.batches import BatchPlanner
-from reca.training.distributed import init_distributed
 from reca.training.registration import register, write_pointer
 from reca.training.trainer import Trainer
 
@@ -47,12 +48,10 @@ def degraded_digest(degraded_dir: str | Path) -> str:
     without the settings a run on differently degraded images would resume (or
     reuse as finished) a checkpoint trained on the old ones.
     """
-    from reca.stages.degrade import RECORD
-
     directory = Path(degraded_dir)
-    parts = [file_digest(directory / "manifest.jsonl")]
-    if (directory / RECORD).exists():
-        parts.append(file_digest(directory / RECORD))
+    parts = [file_digest(directory / DEGRADED_MANIFEST)]
+    if (directory / DEGRADE_RECORD).exists():
+        parts.append(file_digest(directory / DEGRADE_RECORD))
     return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 

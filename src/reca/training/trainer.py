@@ -10,7 +10,6 @@ crash mid-save leaves ``latest`` on the previous complete checkpoint.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import time
@@ -21,14 +20,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from reca.distributed import accelerator, barrier, init_distributed, is_rank_zero
 from reca.fileio import write_text
 from reca.objectives.reca import RecAObjective
 from reca.params import OptimParams
 from reca.training.batches import BatchPlanner
-from reca.training.distributed import accelerator, barrier, init_distributed, is_rank_zero
 from reca.training.monitors import TokenCopyingMonitor, peak_memory_mb
 
 LogFn = Callable[[int, dict[str, float]], None]
+Terms = dict[str, "torch.Tensor | float"]
 MilestoneFn = Callable[[int, Path], None]
 WarnFn = Callable[[str, str], None]
 TAG_PREFIX = "step"
@@ -149,15 +149,17 @@ class Trainer:
             self.copy_monitor.baseline = _all_mean({"b": baseline})["b"]
 
     # ------------------------------------------------------------------ train
-    def _micro_step(self, step: int, micro: int) -> dict[str, float] | None:
+    def _micro_step(self, step: int, micro: int) -> Terms | None:
         """Forward and backward one micro-batch; ``None`` if its loss was non-finite on any rank."""
         # Losses that draw noise (diffusion time, masking) take it from torch's generator:
         # seeding it from (seed, micro-step, rank) makes a resumed run draw what an
         # uninterrupted one would have.
         micro_step = step * self.optim.gradient_accumulation_steps + micro
         torch.manual_seed((self.optim.seed * 1_000_003 + micro_step) * 1009 + self.rank)
-        loss, terms = self.engine(self.planner.batch(step, micro))
-        if _any_rank(not math.isfinite(terms["loss"])):
+        batch = self.planner.batch(step, micro)
+        loss, terms = self.engine(batch)
+        # The one read-back of a step: every rank must agree on skipping it.
+        if _any_rank(not bool(torch.isfinite(loss.detach()))):
             if self.optim.gradient_accumulation_steps == 1:
                 return None
             if self.optim.zero_stage == 3:
@@ -173,7 +175,7 @@ class Trainer:
             return None
         self.engine.backward(loss)
         self.engine.step()
-        return terms
+        return {**terms, "tokens": float(self.objective.supervised_tokens(batch))}
 
     def train(self) -> dict[str, float]:
         """Train until ``optim.steps``; return the last logged metrics."""
@@ -181,7 +183,7 @@ class Trainer:
             raise RuntimeError("call setup() before train()")
         self.engine.train()
         consecutive_bad = 0
-        window: list[dict[str, float]] = []
+        window: list[Terms] = []
         t0, samples, tokens = time.perf_counter(), 0, 0.0
         bar = tqdm(total=self.optim.steps, initial=self.step, desc=self.desc, unit="step", mininterval=2.0,
                    disable=not is_rank_zero(), file=sys.stderr)
@@ -222,8 +224,9 @@ class Trainer:
         bar.close()
         return self.history[-1] if self.history else {}
 
-    def _log(self, window: list[dict[str, float]], elapsed: float, samples: int, tokens: float, bar: tqdm) -> None:
-        metrics = _all_mean({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+    def _log(self, window: list[Terms], elapsed: float, samples: int, tokens: float, bar: tqdm) -> None:
+        # Term values stay on the device until here: read them once per logged step, not per term per step.
+        metrics = _all_mean({k: sum(float(w[k]) for w in window) / len(window) for k in window[0]})
         metrics["lr"] = float(self.engine.get_lr()[0])
         metrics["samples_per_s"] = samples / elapsed if elapsed > 0 else 0.0
         metrics["tokens_per_s"] = tokens / elapsed if elapsed > 0 else 0.0

@@ -3,7 +3,7 @@
 Images are small RGB pictures on a plain grey background holding flat-coloured
 shapes. Every image is generated from an explicit :class:`Scene` (shape,
 colour, position and size of every object), so generated images can be scored
-exactly (``reca.evaluation.shapeworld_detector``) and rendered images give the
+exactly (``reca.shapeworld.detector``) and rendered images give the
 detector's ground truth.
 
 Two world recipes (:class:`WorldSpec`, presets in :data:`PRESETS`):
@@ -26,7 +26,8 @@ with probability ``bias``), ``unlabeled`` (for RecA: no captions, no bias) and
 ``heldout`` (unbiased images for reconstruction fidelity). The held-out
 evaluation prompts are GenEval's recipe over the world's shapes and colours
 (``reca.evaluation.geneval_prompts``), built by the ``evaluate`` stage.
-Writing a world to disk lives in ``reca.data.shapeworld_writer``.
+Writing a world to disk lives in ``reca.shapeworld.writer``; the shape and
+colour names, and the captioned split's usual colours, in ``reca.vocabulary``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from PIL import Image, ImageDraw
 
 from reca.evaluation.geneval import relative_position
 from reca.evaluation.geneval_prompts import (
-    GENEVAL_COLOURS,
     POSITIONS,
     TASKS,
     color_attr_prompt,
@@ -52,6 +52,7 @@ from reca.evaluation.geneval_prompts import (
     single_object_prompt,
     two_object_prompt,
 )
+from reca.vocabulary import GENEVAL_COLOURS, SHAPES, USUAL_COLOUR, WORLD_COLOURS
 
 BACKGROUND: tuple[int, int, int] = (128, 128, 128)
 
@@ -73,19 +74,9 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 assert set(PALETTE) == set(GENEVAL_COLOURS)
 
 #: the six colours of both default worlds
-COLOURS: dict[str, tuple[int, int, int]] = {name: PALETTE[name] for name in GENEVAL_COLOURS[:6]}
+COLOURS: dict[str, tuple[int, int, int]] = {name: PALETTE[name] for name in WORLD_COLOURS}
 
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
 LEGACY_SHAPES: tuple[str, ...] = SHAPES[:3]
-
-# The colour bias of the captioned split (orange is nobody's usual colour).
-USUAL_COLOUR: dict[str, str] = {
-    "circle": "red",
-    "square": "blue",
-    "triangle": "yellow",
-    "diamond": "green",
-    "cross": "purple",
-}
 
 SPLITS: tuple[str, ...] = ("captioned", "unlabeled", "heldout")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from reca.data.shapeworld import (
+from reca.shapeworld.detector import agreement_with_ground_truth, detect
+from reca.shapeworld.world import (
     BACKGROUND,
     PRESETS,
     SHAPES,
@@ -15,7 +16,6 @@ from reca.data.shapeworld import (
     sample_scene,
     sample_world_scene,
 )
-from reca.evaluation.shapeworld_detector import agreement_with_ground_truth, detect
 
 
 def test_agrees_with_ground_truth_on_rendered_default_world() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from reca.evaluation.report import bar_chart, markdown_table, plot_rows
+from reca.evaluation.comparison_report import bar_chart, markdown_table, plot_rows
 
 METRICS = {
     "sft": {"overall": 0.25, "colors": 0.5, "colors_prompts": 0.75, "counting": 0.0, "counting_prompts": 0.0,

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from reca.cli import main
-from reca.reporting.report import ReportRequest, write_report
-from reca_testing import isolated_mlflow_store, log_tiny_pipeline
+from reca.reporting.run_report import ReportRequest, write_report
+from reca_fixtures.tracking import isolated_mlflow_store, log_tiny_pipeline
 
 
 class _Page(HTMLParser):

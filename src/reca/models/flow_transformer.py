@@ -11,6 +11,9 @@
   (shifted) sigma table, so training and sampling agree on the time grid.
 * Sampling integrates the ODE with the scheduler's Euler steps, with
   classifier-free guidance on [conditional; unconditional] velocity batches.
+
+The latent spaces it runs in (VAEs, or the default world's patches) are
+:mod:`reca.models.latent_tokenizers`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ A single ``reca train`` with no launcher is a world of one: the environment
 variables a launcher would set are filled in so the same code path (and the
 real DeepSpeed engine) runs on a laptop, under ``torchrun``, or under the
 ``deepspeed`` launcher on many nodes.
+
+A leaf of the package: the trainer sets the process group up, and tracking
+asks :func:`is_rank_zero` so that only rank 0 logs, without either importing
+the other.
 """
 
 from __future__ import annotations

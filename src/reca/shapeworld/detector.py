@@ -1,18 +1,20 @@
-"""Exact object detector for ShapeWorld images (colour segmentation, shape classification).
+"""Exact object detector and colour classifier for ShapeWorld images (colour segmentation, shape classification).
 
-Used by the GenEval scorer (through ``reca.evaluation.detectors``) to read
+Used by the GenEval scorer (:class:`ShapeWorldDetector` and
+:class:`PaletteColourClassifier`, which the ``evaluate`` stage plugs in) to read
 images a model generated for the default world. Because ShapeWorld scenes are
 flat palette colours on a grey background, detection needs no learned part:
 
 1. every pixel is assigned to its nearest palette colour (or to background);
 2. same-colour pixels are grouped into 4-connected components;
 3. each large enough component is matched against the exact shape templates
-   that :mod:`reca.data.shapeworld` renders with; its confidence is the IoU
+   that :mod:`reca.shapeworld.world` renders with; its confidence is the IoU
    with the best template, and components that resemble no shape well enough
    are dropped, which keeps noise from being reported as objects.
 
 On rendered scenes it reproduces the generator's ground truth (shape, colour,
-box) exactly: :func:`agreement_with_ground_truth` checks that.
+box) exactly: :func:`agreement_with_ground_truth` checks that. The colour of
+a detected object is the majority of its pixels' nearest palette colours.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from reca.data.shapeworld import BACKGROUND, COLOURS, SHAPES, Scene, shape_mask
+from reca.evaluation.geneval import Detection
+from reca.shapeworld.world import BACKGROUND, COLOURS, PALETTE, SHAPES, Scene, shape_mask
+from reca.vocabulary import GENEVAL_COLOURS
 
 #: template IoU below which a component is not reported as an object (see ``detect``)
 MIN_SCORE = 0.8
@@ -238,3 +242,53 @@ def agreement_with_ground_truth(scene: Scene, detections: Sequence[ShapeDetectio
     """
     truth = Counter((obj.shape, obj.colour, obj.bbox) for obj in scene.objects)
     return truth == Counter((d.shape, d.colour, d.bbox) for d in detections)
+
+
+class ShapeWorldDetector:
+    """The exact ShapeWorld detector behind the :class:`~reca.evaluation.geneval.Detector` protocol."""
+
+    def __init__(self, colours: Sequence[str], shapes: Sequence[str] = SHAPES) -> None:
+        """Args: colours: the world's colour names; shapes: its shape names."""
+        unknown = sorted(set(colours) - set(PALETTE)) + sorted(set(shapes) - set(SHAPES))
+        if unknown:
+            raise ValueError(f"the shapeworld detector does not know {unknown}; colours: {list(PALETTE)}, "
+                             f"shapes: {list(SHAPES)}")
+        self.palette = {c: PALETTE[c] for c in colours}
+        self.shapes = tuple(shapes)
+
+    def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
+        """Every object in each image; the box is the component's, end-exclusive."""
+        return [
+            [Detection(label=d.shape, score=d.score, box=tuple(float(v) for v in d.bbox), mask=d.mask)
+             for d in detect(image, colours=self.palette, shapes=self.shapes)]
+            for image in images
+        ]
+
+
+class PaletteColourClassifier:
+    """Majority vote of the masked pixels' nearest palette colours (exact on ShapeWorld images)."""
+
+    def __init__(self, colours: Sequence[str] | Mapping[str, tuple[int, int, int]] = GENEVAL_COLOURS) -> None:
+        """Args: colours: colour names from the ShapeWorld palette, or a name -> RGB mapping."""
+        palette = dict(colours) if isinstance(colours, Mapping) else {c: PALETTE[c] for c in colours}
+        if not palette:
+            raise ValueError("need at least one colour")
+        self.names = list(palette)
+        self.rgb = np.array(list(palette.values()), dtype=np.float32)
+
+    def classify(self, image: Image.Image, detections: Sequence[Detection], classname: str) -> list[str]:
+        """One colour per detection (``classname`` is unused: pixels carry their own colour)."""
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        out = []
+        for det in detections:
+            if det.mask is not None:
+                chosen = pixels[det.mask]
+            else:
+                x0, y0, x1, y1 = (round(v) for v in det.box)
+                chosen = pixels[y0:y1, x0:x1].reshape(-1, 3)
+            if chosen.size == 0:
+                out.append(self.names[0])
+                continue
+            nearest = np.linalg.norm(chosen[:, None, :] - self.rgb[None], axis=-1).argmin(-1)
+            out.append(self.names[Counter(nearest.tolist()).most_common(1)[0][0]])
+        return out

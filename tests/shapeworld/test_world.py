@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reca.data.shapeworld import (
+from reca.evaluation.geneval import score_image
+from reca.evaluation.geneval_prompts import GENEVAL_COLOURS, TASKS
+from reca.shapeworld.detector import PaletteColourClassifier, ShapeWorldDetector, detect
+from reca.shapeworld.world import (
     BACKGROUND,
     COLOURS,
     PALETTE,
@@ -28,12 +31,7 @@ from reca.data.shapeworld import (
     sample_world_scene,
     shape_mask,
 )
-from reca.data.shapeworld_writer import main, write_world
-from reca.evaluation.colour_classifier import PaletteColourClassifier
-from reca.evaluation.detectors import ShapeWorldDetector
-from reca.evaluation.geneval import score_image
-from reca.evaluation.geneval_prompts import GENEVAL_COLOURS, TASKS
-from reca.evaluation.shapeworld_detector import detect
+from reca.shapeworld.writer import main, write_world
 
 GENEVAL = PRESETS["geneval"]
 LEGACY = PRESETS["legacy"]

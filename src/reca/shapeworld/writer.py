@@ -1,7 +1,7 @@
 """Write a ShapeWorld data set to disk: the ``data/raw`` tree the pipeline starts from.
 
-``reca make-world`` (and ``python -m reca.data.shapeworld_writer``) call
-:func:`write_world` with a world recipe from :mod:`reca.data.shapeworld`.
+``reca make-world`` (and ``python -m reca.shapeworld.writer``) call
+:func:`write_world` with a world recipe from :mod:`reca.shapeworld.world`.
 The output is byte-identical for the same arguments, and each split draws from
 its own random stream, so changing one split's count leaves the others alone.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from reca.data.shapeworld import (
+from reca.shapeworld.world import (
     DEFAULT_PRESET,
     PRESET_COUNTS,
     PRESETS,
@@ -218,11 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         Process exit status (0 on success; argument errors exit via argparse).
     """
     parser = argparse.ArgumentParser(
-        prog="python -m reca.data.shapeworld_writer",
+        prog="python -m reca.shapeworld.writer",
         description="Write the synthetic ShapeWorld data set: 'captioned' (biased image/caption pairs), "
         "'unlabeled' (unbiased images) and 'heldout' (unbiased images for reconstruction fidelity), plus "
         "ground_truth.jsonl with every scene.",
-        epilog="Example: python -m reca.data.shapeworld_writer --out data/raw --seed 0",
+        epilog="Example: python -m reca.shapeworld.writer --out data/raw --seed 0",
     )
     add_world_arguments(parser)
     args = parser.parse_args(argv)
