@@ -17,7 +17,6 @@ from reca.models.conditioning import (
     pad_rows,
     positions_from_mask,
     splice_image_embeddings,
-    with_unconditional,
 )
 from reca_fixtures.models import TEXTS
 
@@ -41,7 +40,7 @@ def test_dropped_samples_read_the_unconditional_prompt_without_their_image():
 
 
 def test_with_unconditional_stacks_conditional_then_dropped_copies():
-    both = with_unconditional(Condition(texts=["a", "b"], image_embeddings=torch.ones(2, 1, 4)))
+    both = Condition(texts=["a", "b"], image_embeddings=torch.ones(2, 1, 4)).with_unconditional()
     assert both.texts == ["a", "b", "a", "b"]
     assert both.drop.tolist() == [False, False, True, True]
     assert both.image_embeddings.shape == (4, 1, 4)

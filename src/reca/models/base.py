@@ -48,6 +48,34 @@ class Condition:
         if self.drop is not None and self.drop.shape != (n,):
             raise ValueError(f"drop mask shape {tuple(self.drop.shape)} != ({n},)")
 
+    def with_unconditional(self) -> Condition:
+        """The batch stacked as [conditional; unconditional], for classifier-free guidance."""
+        n = len(self.texts)
+        h_v = self.image_embeddings
+        return Condition(
+            texts=list(self.texts) * 2,
+            image_embeddings=None if h_v is None else torch.cat([h_v, h_v]),
+            drop=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]),
+        )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a generation branch samples: guidance scale (1 = off), temperature, random generator."""
+
+    guidance_scale: float = 1.0
+    temperature: float = 1.0
+    generator: torch.Generator | None = None
+
+    @property
+    def guided(self) -> bool:
+        """Whether the unconditional half runs too (classifier-free guidance doubles the cost)."""
+        return self.guidance_scale != 1.0
+
+    def batch(self, condition: Condition) -> Condition:
+        """What the model reads: [conditional; unconditional] when guided, the condition alone otherwise."""
+        return condition.with_unconditional() if self.guided else condition
+
 
 class LatentConditioned(abc.ABC):
     """An adapter that can condition reconstruction on its generation encoder's latents instead of ``h_v``.
@@ -183,16 +211,15 @@ class UMMAdapter(nn.Module, abc.ABC):
         """Image-to-text (captioning) loss."""
 
     # --------------------------------------------------------------- inference
+    @torch.no_grad()
+    def generate(self, condition: Condition, *, guidance_scale: float = 1.0, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Generate images (B, 3, H, W) in [-1, 1] from a condition (no gradients)."""
+        return self.sample(condition, Sampling(guidance_scale, temperature, generator))
+
     @abc.abstractmethod
-    def generate(
-        self,
-        condition: Condition,
-        *,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Generate images (B, 3, H, W) in [-1, 1] from a condition."""
+    def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:
+        """The generation branch's own sampler; it runs ``sampling.batch(condition)``."""
 
     def text_to_image(self, prompts: Sequence[str], **kwargs: Any) -> torch.Tensor:
         """Text-to-image: the condition is the prompt alone (RecA changes nothing at inference)."""

@@ -8,9 +8,9 @@ four things, which live here once:
 * apply classifier-free-guidance dropout: a dropped sample reads the
   unconditional prompt, with neither its text nor its image
   (:func:`effective_rows`);
-* stack [conditional; unconditional] for guided sampling
-  (:func:`with_unconditional`; combine the two halves of the prediction with
-  :func:`reca.models.sampling.guided_logits`);
+* (stacking [conditional; unconditional] for guided sampling is
+  :meth:`Condition.with_unconditional`; the two halves of the prediction
+  combine in :func:`reca.models.sampling.guided_logits`);
 * write ``h_v`` into the placeholder positions of the token embeddings
   (:func:`splice_image_embeddings`);
 * pad rows of token ids into a batch, with captioning labels when the answer is
@@ -70,17 +70,6 @@ def effective_rows(condition: Condition) -> tuple[list[PromptRow], torch.Tensor 
     if has_image and not bool(drop.all()):
         kept = condition.image_embeddings[~drop.to(condition.image_embeddings.device)]
     return rows, kept
-
-
-def with_unconditional(condition: Condition) -> Condition:
-    """The batch stacked as [conditional; unconditional], for classifier-free guidance."""
-    n = len(condition.texts)
-    h_v = condition.image_embeddings
-    return Condition(
-        texts=list(condition.texts) * 2,
-        image_embeddings=None if h_v is None else torch.cat([h_v, h_v]),
-        drop=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)]),
-    )
 
 
 class ChatPrompter:

@@ -53,7 +53,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2_5_VLForCo
 from reca.fileio import atomic_dir
 from reca.models import qwen_vl
 from reca.models import text_tokenizer as tt
-from reca.models.base import Condition, UMMAdapter
+from reca.models.base import Condition, Sampling, UMMAdapter
 from reca.models.conditioning import (
     ChatPrompter,
     caption_batch,
@@ -61,7 +61,6 @@ from reca.models.conditioning import (
     next_token_loss,
     pad_rows,
     splice_image_embeddings,
-    with_unconditional,
 )
 from reca.models.flow_transformer import (
     FlowMatching,
@@ -381,21 +380,12 @@ class FlowMatchingAdapter(UMMAdapter):
         return next_token_loss(self.vlm.lm_head(hidden[:, :-1]), labels)
 
     # --------------------------------------------------------------- inference
-    @torch.no_grad()
-    def generate(
-        self,
-        condition: Condition,
-        *,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        guided = guidance_scale != 1.0
-        states = self.condition_states(with_unconditional(condition) if guided else condition)
+    def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:
+        states = self.condition_states(sampling.batch(condition))
         shape = (len(condition.texts), self.latents.token_dim, self.latents.grid, self.latents.grid)
         latents = self.flow.sample(lambda x, t: predict_velocity(self.transformer, x, t, states), shape,
-                                   steps=self.sampling_steps, guidance_scale=guidance_scale,
-                                   temperature=temperature, generator=generator, device=self._device)
+                                   steps=self.sampling_steps, guidance_scale=sampling.guidance_scale,
+                                   temperature=sampling.temperature, generator=sampling.generator, device=self._device)
         return self.latents.decode(to_tokens(latents)).clamp(-1, 1)
 
     # ------------------------------------------------------------- parameters

@@ -36,7 +36,7 @@ from transformers import (
 from reca.data.transforms import resize_to
 from reca.fileio import atomic_dir
 from reca.models import text_tokenizer as tt
-from reca.models.base import Condition, LatentConditioned, TextAligned, UMMAdapter
+from reca.models.base import Condition, LatentConditioned, Sampling, TextAligned, UMMAdapter
 from reca.models.conditioning import (
     ChatPrompter,
     caption_batch,
@@ -44,38 +44,21 @@ from reca.models.conditioning import (
     pad_rows,
     positions_from_mask,
     splice_image_embeddings,
-    with_unconditional,
 )
+from reca.models.from_scratch import TinyWorldParams
 from reca.models.image_tokenizers import ImageTokenizer, JanusVQTokenizer, PatchKMeansTokenizer
 from reca.models.registration import ADAPTER_FILE, register, write_adapter_file
 from reca.models.sampling import guided_logits, sample_tokens
-from reca.schema import Section
 
 
-class TinyJanusParams(Section):
+class TinyJanusParams(TinyWorldParams):
     """Size of the from-scratch Janus built for the embedded default world."""
 
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(4, ge=1)
-    num_heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(344, ge=8)
-    vision_hidden_size: int = Field(64, ge=8)
-    vision_layers: int = Field(2, ge=1)
-    vision_heads: int = Field(4, ge=1)
-    image_size: int = Field(32, ge=8, description="Vision encoder input side; must equal degrade.understanding_size.")
-    vision_patch_size: int = Field(8, ge=1, description="Vision patch side: (image_size/patch)^2 h_v tokens.")
     codebook_size: int = Field(1024, ge=2, description="Image-token vocabulary.")
-    token_patch_size: int = Field(4, ge=1, description="Pixels per image token (patch tokenizer).")
     kmeans_iters: int = Field(15, ge=1, description="Lloyd iterations when fitting the patch codebook.")
 
     @model_validator(mode="after")
-    def _check_divisible(self) -> TinyJanusParams:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        if self.vision_hidden_size % self.vision_heads:
-            raise ValueError("vision_hidden_size must be divisible by vision_heads")
-        if self.image_size % self.vision_patch_size or self.image_size % self.token_patch_size:
-            raise ValueError("image_size must be divisible by vision_patch_size and token_patch_size")
+    def _check_vq_grid(self) -> TinyJanusParams:
         grid = self.image_size // self.vision_patch_size
         if grid & (grid - 1) or self.vision_patch_size & (self.vision_patch_size - 1):
             raise ValueError("image_size / vision_patch_size and vision_patch_size must be powers of two (VQ grid)")
@@ -355,20 +338,9 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         return next_token_loss(self.model.lm_head(hidden[:, :-1]), labels)
 
     # --------------------------------------------------------------- inference
-    @torch.no_grad()
-    def generate(
-        self,
-        condition: Condition,
-        *,
-        guidance_scale: float = 1.0,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        # Run the unconditional half only when guiding: it doubles the cost.
-        guided = guidance_scale != 1.0
-        both = with_unconditional(condition) if guided else Condition(
-            texts=condition.texts, image_embeddings=condition.image_embeddings)
-        embeds, mask = self._condition_prefix(both)
+    def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:
+        guided = sampling.guided
+        embeds, mask = self._condition_prefix(sampling.batch(condition))
         cache = DynamicCache(config=self.model.config.text_config)
         positions = positions_from_mask(mask)
         hidden = self._run_lm(embeds, mask, cache, positions)[:, -1]
@@ -376,8 +348,8 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         tokens = []
         for i in range(self._image_tokenizer.num_tokens):
             logits = self.model.model.generation_head(hidden).float()
-            logits = guided_logits(logits, guidance_scale) if guided else logits
-            tok = sample_tokens(logits, temperature=temperature, generator=generator)
+            logits = guided_logits(logits, sampling.guidance_scale) if guided else logits
+            tok = sample_tokens(logits, temperature=sampling.temperature, generator=sampling.generator)
             tokens.append(tok)
             if i == self._image_tokenizer.num_tokens - 1:
                 break

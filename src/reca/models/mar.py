@@ -34,8 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reca.data.transforms import resize_to
 from reca.models import text_tokenizer as tt
-from reca.models.base import Condition
-from reca.models.conditioning import with_unconditional
+from reca.models.base import Condition, Sampling
 from reca.models.from_scratch import TinyIterativeParams, tiny_llama
 from reca.models.latent_tokenizers import (
     AutoencoderKLTokenizer,
@@ -188,25 +187,23 @@ class HarmonMARAdapter(ImageBlockLMAdapter):
         return self.mar.head.loss(tokens[masked].repeat(k, 1), z.repeat(k, 1), generator)
 
     # --------------------------------------------------------------- inference
-    @torch.no_grad()
-    def generate(self, condition: Condition, *, guidance_scale: float = 1.0, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:
         """MAR decoding: reveal tokens in a random order, sampling each with the per-token head."""
         cfg = self.mar.config
         n, total = len(condition.texts), self.num_image_tokens
-        guided = guidance_scale != 1.0
-        prefix, prefix_mask = self._prefix(with_unconditional(condition) if guided else condition)
+        guided = sampling.guided
+        prefix, prefix_mask = self._prefix(sampling.batch(condition))
         tokens = torch.zeros(n, total, cfg.token_dim, device=self._device, dtype=self._dtype)
         still_masked = torch.ones(n, total, dtype=torch.bool, device=self._device)
-        order = torch.rand(n, total, generator=generator, device=self._device)
+        order = torch.rand(n, total, generator=sampling.generator, device=self._device)
         for keep_masked in masked_counts(total, cfg.decoding_steps):
             z = self._token_conditions(prefix, prefix_mask, torch.cat([tokens, tokens]) if guided else tokens,
                                        torch.cat([still_masked, still_masked]) if guided else still_masked)
             reveal = choose_reveal(still_masked, order, keep_masked)
             z = torch.cat([z[:n][reveal], z[n:][reveal]]) if guided else z[reveal]
             tokens[reveal] = self.mar.head.sample(z, cfg.token_dim, steps=cfg.sampling_steps,
-                                                  guidance_scale=guidance_scale, temperature=temperature,
-                                                  generator=generator)
+                                                  guidance_scale=sampling.guidance_scale, temperature=sampling.temperature,
+                                                  generator=sampling.generator)
             still_masked &= ~reveal
         return self.latents.decode(tokens)
 

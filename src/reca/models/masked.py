@@ -43,8 +43,7 @@ from transformers import (
 
 from reca.data.transforms import resize_to
 from reca.models import text_tokenizer as tt
-from reca.models.base import Condition, LatentConditioned
-from reca.models.conditioning import with_unconditional
+from reca.models.base import Condition, LatentConditioned, Sampling
 from reca.models.from_scratch import TinyIterativeParams, mlp_projector, tiny_llama
 from reca.models.image_tokenizers import ImageTokenizer, PatchKMeansTokenizer
 from reca.models.latent_tokenizers import VQModelTokenizer
@@ -208,25 +207,23 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
         return F.cross_entropy(logits[masked], targets[masked])
 
     # --------------------------------------------------------------- inference
-    @torch.no_grad()
-    def generate(self, condition: Condition, *, guidance_scale: float = 1.0, temperature: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:
         """MaskGIT decoding: sample every masked token, keep the most confident, re-mask the rest."""
         n, total = len(condition.texts), self.num_image_tokens
-        guided = guidance_scale != 1.0
-        prefix, prefix_mask = self._prefix(with_unconditional(condition) if guided else condition)
+        guided = sampling.guided
+        prefix, prefix_mask = self._prefix(sampling.batch(condition))
         ids = torch.full((n, total), self.mask_id, dtype=torch.long, device=self._device)
         still_masked = torch.ones_like(ids, dtype=torch.bool)
         for keep_masked in masked_counts(total, self.token_modules.config.decoding_steps):
             logits = self._token_logits(prefix, prefix_mask, torch.cat([ids, ids]) if guided else ids)
-            logits = guided_logits(logits, guidance_scale) if guided else logits
+            logits = guided_logits(logits, sampling.guidance_scale) if guided else logits
             flat = logits.reshape(n * total, -1)
-            sampled = sample_tokens(flat, temperature=temperature, generator=generator)
+            sampled = sample_tokens(flat, temperature=sampling.temperature, generator=sampling.generator)
             confidence = torch.log_softmax(flat, -1).gather(-1, sampled[:, None]).reshape(n, total)
             # MaskGIT's annealed Gumbel noise: early steps explore, the last ones trust the model.
-            uniform = torch.rand(confidence.shape, generator=generator, device=confidence.device)
+            uniform = torch.rand(confidence.shape, generator=sampling.generator, device=confidence.device)
             gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1 - 1e-7)))
-            scores = confidence + temperature * (keep_masked / total) * gumbel
+            scores = confidence + sampling.temperature * (keep_masked / total) * gumbel
             reveal = choose_reveal(still_masked, scores, keep_masked)
             ids = torch.where(reveal, sampled.reshape(n, total), ids)
             still_masked &= ~reveal
