@@ -19,7 +19,7 @@ def test_latent_condition_feeds_the_vq_codes_back_through_the_generation_embeddi
     pixels = tiny_pixels(2)
     with torch.no_grad():
         latents = adapter.latent_condition(pixels)
-        expected = adapter.model.prepare_embeddings_for_image_generation(adapter.image_tokenizer.encode(pixels))
+        expected = adapter.model.prepare_embeddings_for_image_generation(adapter.generation_tokenizer.encode(pixels))
         assert torch.equal(latents, expected)
         assert latents.shape[1] == adapter.tokens_per_image != adapter.num_understanding_tokens
         # The prompt grows as many placeholders as the condition has tokens.
@@ -57,14 +57,14 @@ def test_janus_vq_tokenizer_path_uses_the_models_own_vq(tmp_path):
     adapter = JanusARAdapter.build_from_scratch(TinyJanusParams(**TINY), texts=TEXTS, images=tiny_pixels(4),
                                                 image_tokenizer="janus_vq")
     pixels = tiny_pixels(2)
-    ids = adapter.image_tokenizer.encode(pixels)
+    ids = adapter.generation_tokenizer.encode(pixels)
     assert ids.shape == (2, (16 // 8) ** 2)
     loss = adapter.generation_loss(_reca_condition(adapter, pixels), pixels)
     assert torch.isfinite(loss)
     adapter.save_pretrained(tmp_path / "vq")
     assert not (tmp_path / "vq" / "image_tokenizer.safetensors").exists()
     loaded = registry.load(tmp_path / "vq")
-    assert loaded.image_tokenizer.num_tokens == 4
+    assert loaded.generation_tokenizer.num_tokens == 4
 
 
 def test_freezing_an_unknown_part_names_the_known_ones(tiny_adapter):

@@ -139,7 +139,7 @@ def test_latent_condition_is_the_image_token_embedding_of_the_codes():
     adapter = build().eval()
     pixels = tiny_pixels(2)
     latents = adapter.latent_condition(pixels)
-    assert latents.shape == (2, adapter.num_image_tokens, adapter.llm.config.hidden_size)
+    assert latents.shape == (2, adapter.tokens_per_image, adapter.llm.config.hidden_size)
     codes = adapter.image_tokenizer.encode(pixels)
     assert torch.equal(latents, adapter.token_modules.embeddings(codes))
     # A prompt with as many placeholders as the latents have tokens carries them.

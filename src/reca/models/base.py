@@ -154,6 +154,13 @@ class UMMAdapter(nn.Module, abc.ABC):
         scratch); ``images`` are training images (for fitting image tokenizers).
         """
 
+    @classmethod
+    def require_image_tokenizer(cls, name: str) -> None:
+        """Refuse a ``model.image_tokenizer`` this adapter cannot build, naming the ones it can."""
+        if name not in cls.image_tokenizers:
+            raise ValueError(f"model.image_tokenizer {name!r} is not available for {cls.name}; "
+                             f"use one of {', '.join(cls.image_tokenizers)}")
+
     @abc.abstractmethod
     def save_pretrained(self, path: str | Path) -> None:
         """Write a directory that :meth:`from_pretrained` loads (HF format, safetensors)."""
@@ -166,13 +173,22 @@ class UMMAdapter(nn.Module, abc.ABC):
 
     @property
     @abc.abstractmethod
-    def generation_size(self) -> int:
-        """Side, in pixels, of generated images."""
+    def generation_tokenizer(self) -> nn.Module:
+        """The generation branch's own image representation (VQ codes or latents): what ``L_reca`` targets.
+
+        It has ``image_size`` (the side of generated images), ``num_tokens`` and
+        ``encode`` / ``decode`` between pixels in [-1, 1] and tokens.
+        """
 
     @property
-    def tokens_per_image(self) -> int | None:
-        """Generation-branch tokens per image (for tokens/s throughput); None if not meaningful."""
-        return None
+    def generation_size(self) -> int:
+        """Side, in pixels, of generated images."""
+        return int(self.generation_tokenizer.image_size)
+
+    @property
+    def tokens_per_image(self) -> int:
+        """Generation-branch tokens per image (the tokens/s throughput unit)."""
+        return int(self.generation_tokenizer.num_tokens)
 
     @abc.abstractmethod
     def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -112,9 +112,6 @@ class TinyFlowParams(TinyIterativeParams):
     transformer_head_dim: int = Field(32, ge=8)
     transformer_patch_size: int = Field(1, ge=1, description="Latent cells per transformer token side.")
     flow_shift: float = Field(1.0, gt=0.0, description="Scheduler time shift (SANA uses >1 at high resolution).")
-    codebook_size: int | None = Field(None, description="Not used (continuous latents); accepted so the shared "
-                                      "default `model.tiny` validates for every adapter.")
-    kmeans_iters: int | None = Field(None, description="Not used; accepted like codebook_size.")
 
     @model_validator(mode="after")
     def _check_qwen_shapes(self) -> TinyFlowParams:
@@ -218,15 +215,8 @@ class FlowMatchingAdapter(UMMAdapter):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def build_from_scratch(
-        cls,
-        tiny: TinyFlowParams,
-        *,
-        texts: Sequence[str],
-        images: torch.Tensor,
-        seed: int = 0,
-        image_tokenizer: str = "patch_kmeans",
-    ) -> FlowMatchingAdapter:
+    def build_from_scratch(cls, tiny: TinyFlowParams, *, texts: Sequence[str], images: torch.Tensor, seed: int = 0,
+                           image_tokenizer: str = "patch_kmeans") -> FlowMatchingAdapter:
         """A random-weight tiny Qwen2.5-VL + queries + connector + SANA/PixArt over a latent space.
 
         ``images`` fix the generation size (their side), ``texts`` the word
@@ -237,9 +227,7 @@ class FlowMatchingAdapter(UMMAdapter):
         real-checkpoint code path but cannot decode usefully untrained.
         """
         image_tokenizer = image_tokenizer or "patch_kmeans"
-        if image_tokenizer not in IMAGE_TOKENIZERS:
-            raise ValueError(f"unknown image_tokenizer {image_tokenizer!r} for flow_matching; choose one of "
-                             f"{', '.join(IMAGE_TOKENIZERS)}")
+        cls.require_image_tokenizer(image_tokenizer)
         generation_size = int(images.shape[-1])
         if generation_size % (tiny.token_patch_size * tiny.transformer_patch_size):
             raise ValueError(f"generation size {generation_size} is not divisible by token_patch_size x "
@@ -313,11 +301,12 @@ class FlowMatchingAdapter(UMMAdapter):
         return self._understanding_size
 
     @property
-    def generation_size(self) -> int:
-        return self.latents.image_size
+    def generation_tokenizer(self) -> LatentTokenizer:
+        return self.latents
 
     @property
     def tokens_per_image(self) -> int:
+        """Transformer tokens per image: the latent grid in the diffusion transformer's patches."""
         return (self.latents.grid // self.transformer.config.patch_size) ** 2
 
     def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,10 @@ class TinyWorldParams(Section):
     image_size: int = Field(32, ge=8, description="Image side; must equal degrade.understanding_size.")
     vision_patch_size: int = Field(8, ge=1, description="Pixels per h_v token side: (image_size/patch)^2 tokens.")
     token_patch_size: int = Field(4, ge=1, description="Pixels per generated-token side.")
+    codebook_size: int = Field(
+        1024, ge=2, description="Codes of the k-means patch codebook (discrete-token adapters; continuous ones "
+        "ignore it).")
+    kmeans_iters: int = Field(15, ge=1, description="Lloyd iterations when fitting the patch codebook.")
 
     @model_validator(mode="after")
     def _check_sizes(self) -> TinyWorldParams:

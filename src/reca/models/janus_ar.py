@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import model_validator
 from torch import nn
 from transformers import (
     AutoTokenizer,
@@ -53,9 +53,6 @@ from reca.models.sampling import guided_logits, sample_tokens
 
 class TinyJanusParams(TinyWorldParams):
     """Size of the from-scratch Janus built for the embedded default world."""
-
-    codebook_size: int = Field(1024, ge=2, description="Image-token vocabulary.")
-    kmeans_iters: int = Field(15, ge=1, description="Lloyd iterations when fitting the patch codebook.")
 
     @model_validator(mode="after")
     def _check_vq_grid(self) -> TinyJanusParams:
@@ -162,15 +159,8 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
 
     # ----------------------------------------------------------------- loading
     @classmethod
-    def build_from_scratch(
-        cls,
-        tiny: TinyJanusParams,
-        *,
-        texts: Sequence[str],
-        images: torch.Tensor,
-        seed: int = 0,
-        image_tokenizer: str = "patch_kmeans",
-    ) -> JanusARAdapter:
+    def build_from_scratch(cls, tiny: TinyJanusParams, *, texts: Sequence[str], images: torch.Tensor, seed: int = 0,
+                           image_tokenizer: str = "patch_kmeans") -> JanusARAdapter:
         """A randomly initialised tiny Janus with a word tokenizer and a fitted patch codebook.
 
         ``image_tokenizer="janus_vq"`` keeps the model's own (random, untrained) VQ
@@ -230,15 +220,7 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         return int(self.model.config.vision_config.image_size)
 
     @property
-    def generation_size(self) -> int:
-        return self._image_tokenizer.image_size
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self._image_tokenizer.num_tokens
-
-    @property
-    def image_tokenizer(self) -> ImageTokenizer:
+    def generation_tokenizer(self) -> ImageTokenizer:
         return self._image_tokenizer
 
     def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:

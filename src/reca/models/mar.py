@@ -66,10 +66,6 @@ class TinyMARParams(TinyIterativeParams):
     head_layers: int = Field(3, ge=1, description="Residual blocks of the per-token MLP.")
     sampling_steps: int = Field(10, ge=1, description="Euler steps of the per-token sampler.")
     diffusion_batch_mul: int = Field(4, ge=1, description="Noise draws per masked token per step (MAR's trick).")
-    codebook_size: int | None = Field(
-        None, description="Not used (continuous tokens have no codebook); accepted so the shared default "
-        "`model.tiny` validates for every adapter.")
-    kmeans_iters: int | None = Field(None, description="Not used; accepted like codebook_size.")
 
     @model_validator(mode="after")
     def _check_pool(self) -> TinyMARParams:
@@ -111,9 +107,7 @@ class HarmonMARAdapter(ImageBlockLMAdapter):
         ``image_tokenizer="autoencoder_kl"`` uses a random diffusers ``AutoencoderKL``
         instead (only useful to exercise the real-checkpoint code path).
         """
-        if image_tokenizer not in IMAGE_TOKENIZERS:
-            raise ValueError(f"model.image_tokenizer {image_tokenizer!r} is not available for harmon_mar; "
-                             f"use one of {', '.join(IMAGE_TOKENIZERS)}")
+        cls.require_image_tokenizer(image_tokenizer)
         tokenizer = tt.build_word_tokenizer(texts)
         torch.manual_seed(seed)
         llm = tiny_llama(tiny, tokenizer)
@@ -153,12 +147,8 @@ class HarmonMARAdapter(ImageBlockLMAdapter):
         return self.latents.image_size  # the MAR encoder's token grid is fixed
 
     @property
-    def generation_size(self) -> int:
-        return self.latents.image_size
-
-    @property
-    def num_image_tokens(self) -> int:
-        return self.latents.num_tokens
+    def generation_tokenizer(self) -> LatentTokenizer:
+        return self.latents
 
     def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """The MAR encoder's features of the whole, unmasked image (B, T, encoder width)."""
@@ -190,7 +180,7 @@ class HarmonMARAdapter(ImageBlockLMAdapter):
     def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:
         """MAR decoding: reveal tokens in a random order, sampling each with the per-token head."""
         cfg = self.mar.config
-        n, total = len(condition.texts), self.num_image_tokens
+        n, total = len(condition.texts), self.tokens_per_image
         guided = sampling.guided
         prefix, prefix_mask = self._prefix(sampling.batch(condition))
         tokens = torch.zeros(n, total, cfg.token_dim, device=self._device, dtype=self._dtype)

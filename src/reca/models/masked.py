@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from diffusers import ModelMixin, VQModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from pydantic import Field
 from torch import nn
 from transformers import (
     AutoModel,
@@ -65,9 +64,6 @@ IMAGE_TOKENIZERS = ("patch_kmeans", "vq_model")
 
 class TinyMaskedParams(TinyIterativeParams):
     """Size of the from-scratch masked-token model built for the embedded default world."""
-
-    codebook_size: int = Field(1024, ge=2, description="Image-token vocabulary.")
-    kmeans_iters: int = Field(15, ge=1, description="Lloyd iterations when fitting the patch codebook.")
 
 
 class MaskedTokenModules(ModelMixin, ConfigMixin):
@@ -120,9 +116,7 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
         ``image_tokenizer="vq_model"`` uses a random diffusers ``VQModel`` instead
         (only useful to exercise the real-checkpoint code path).
         """
-        if image_tokenizer not in IMAGE_TOKENIZERS:
-            raise ValueError(f"model.image_tokenizer {image_tokenizer!r} is not available for showo_masked; "
-                             f"use one of {', '.join(IMAGE_TOKENIZERS)}")
+        cls.require_image_tokenizer(image_tokenizer)
         tokenizer = tt.build_word_tokenizer(texts)
         torch.manual_seed(seed)
         llm = tiny_llama(tiny, tokenizer)
@@ -174,12 +168,8 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
         return int(self.understanding_encoder.config.image_size)
 
     @property
-    def generation_size(self) -> int:
-        return self.image_tokenizer.image_size
-
-    @property
-    def num_image_tokens(self) -> int:
-        return self.image_tokenizer.num_tokens
+    def generation_tokenizer(self) -> ImageTokenizer:
+        return self.image_tokenizer
 
     def understanding_features(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = resize_to(pixels, self.understanding_size).to(self._dtype)
@@ -209,7 +199,7 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
     # --------------------------------------------------------------- inference
     def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:
         """MaskGIT decoding: sample every masked token, keep the most confident, re-mask the rest."""
-        n, total = len(condition.texts), self.num_image_tokens
+        n, total = len(condition.texts), self.tokens_per_image
         guided = sampling.guided
         prefix, prefix_mask = self._prefix(sampling.batch(condition))
         ids = torch.full((n, total), self.mask_id, dtype=torch.long, device=self._device)

@@ -130,15 +130,6 @@ class ImageBlockLMAdapter(UMMAdapter):
             llm.set_attn_implementation("sdpa")
 
     @property
-    @abc.abstractmethod
-    def num_image_tokens(self) -> int:
-        """Positions in the image block."""
-
-    @property
-    def tokens_per_image(self) -> int:
-        return self.num_image_tokens
-
-    @property
     def _device(self) -> torch.device:
         return self.llm.get_input_embeddings().weight.device
 
