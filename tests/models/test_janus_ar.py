@@ -80,3 +80,59 @@ def test_registry_lists_janus_and_rejects_unknown_names():
     assert "janus_ar" in registry.available()
     with pytest.raises(KeyError, match="janus_ar"):
         registry.get("nope")
+
+
+# A chat template in the layout transformers 5 writes for a Janus processor: the message content is a list of
+# typed parts, and a string content renders nothing of the user's turn (our own template text, same layout).
+PARTS_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}<|User|>: {% else %}<|Assistant|>: {% endif %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image_placeholder>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}\n\n{% endfor %}"
+    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
+)
+
+
+def _published_layout(tmp_path, template: str):
+    """A Janus directory as transformers 5 saves a published one: named image tokens, a parts chat template."""
+    from transformers import PreTrainedTokenizerFast
+
+    from reca.models import text_tokenizer as tt
+
+    adapter = JanusARAdapter.build_from_scratch(TinyJanusParams(**TINY), texts=TEXTS, images=tiny_pixels(4),
+                                                image_tokenizer="janus_vq")
+    word = adapter.tokenizer
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word.backend_tokenizer, bos_token=tt.BOS, eos_token=tt.EOS, pad_token=tt.PAD,
+        unk_token=tt.UNK, extra_special_tokens={"image_token": tt.IMAGE_PLACEHOLDER, "boi_token": tt.BOI,
+                                                "eoi_token": tt.EOI})
+    directory = tmp_path / "janus-pro"
+    adapter.model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "chat_template.jinja").write_text(template)
+    return directory
+
+
+def test_published_chat_template_layout_renders_the_text_and_the_wrapped_image_slots(tmp_path):
+    from reca.models import text_tokenizer as tt
+
+    adapter = registry.load(_published_layout(tmp_path, PARTS_TEMPLATE), adapter="janus_ar")
+    n = adapter.num_understanding_tokens
+    ids = list(adapter.prompter.ids(TEXTS[0], n))
+    tok = adapter.tokenizer
+    # the processor's wrapping: <begin_of_image> + n placeholders + <end_of_image>, then the text
+    start = ids.index(tok.convert_tokens_to_ids(tt.BOI))
+    assert ids[start + 1: start + 1 + n] == [adapter.image_token_id] * n
+    assert ids[start + 1 + n] == tok.convert_tokens_to_ids(tt.EOI)
+    assert tok.decode(ids).split(tt.EOI)[1].strip().startswith(TEXTS[0])
+    pixels = tiny_pixels(2)
+    assert torch.isfinite(adapter.generation_loss(_reca_condition(adapter, pixels), pixels))
+    assert torch.isfinite(adapter.i2t_loss(pixels, [TEXTS[3]] * 2, [TEXTS[0]] * 2))
+
+
+def test_a_chat_template_that_drops_the_prompt_is_an_error_naming_its_file(tmp_path):
+    import pytest
+
+    directory = _published_layout(tmp_path, "{% for message in messages %}<|User|>: {% endfor %}<|Assistant|>:")
+    adapter = registry.load(directory, adapter="janus_ar")
+    with pytest.raises(ValueError, match=r"chat_template\.jinja: the rendered prompt lost its text"):
+        adapter.generation_loss(_reca_condition(adapter, tiny_pixels(1)), tiny_pixels(1))

@@ -144,3 +144,28 @@ def test_train_refuses_templates_its_model_cannot_read(tmp_path, reca_model):
     with pytest.raises(ParamsError, match=r"templates\.txt.*\['okapi', 'redraw'\].*reca sft"):
         train.run(params, MODEL, _captioned_dir(tmp_path / "degraded"), reca_model, tmp_path / "emb",
                   tmp_path / "out", FakeTracker(), root=tmp_path)
+
+
+def test_sft_disabled_hands_on_the_pretrained_directory_byte_for_byte(tmp_path):
+    # A published checkpoint in bf16 with its processor files: passing it through must not re-export it in fp32
+    # nor drop what the adapter does not read.
+    from reca.models.registration import ADAPTER_FILE
+    from reca.params import SFTParams
+
+    pretrained = tmp_path / "janus-pro"
+    adapter = build_tiny_adapter()
+    adapter.model.to(torch.bfloat16)
+    adapter.save_pretrained(pretrained)
+    (pretrained / ADAPTER_FILE).unlink()
+    (pretrained / "processor_config.json").write_text('{"num_image_tokens": 4}\n')
+    (pretrained / "chat_template.jinja").write_text("{{ messages }}")
+    out = tmp_path / "sft"
+    model = ModelParams(adapter="janus_ar", pretrained=str(pretrained))
+    result = sft.run(SFTParams(enabled=False), model, _captioned_dir(tmp_path / "degraded"), out, FakeTracker(),
+                     root=tmp_path)
+    assert result == {"passed_through": str(pretrained)}
+    for source in pretrained.rglob("*"):
+        if source.is_file():
+            assert (out / source.relative_to(pretrained)).read_bytes() == source.read_bytes(), source.name
+    assert all(t.dtype == torch.bfloat16 for t in _weights(out).values() if t.is_floating_point())
+    assert json.loads((out / ADAPTER_FILE).read_text())["adapter"] == "janus_ar"

@@ -118,3 +118,40 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path):
     assert trainer.skipped_steps == 3
     for k, v in trainer.objective.state_dict().items():
         assert torch.equal(v, before[k]), f"{k} changed although every step was skipped"
+
+
+def test_every_tensor_of_a_batch_reaches_the_device():
+    from reca.objectives.reca import CaptionedBatch, ReconstructionBatch, TrainBatch
+
+    batch = TrainBatch(
+        reconstruction=ReconstructionBatch(targets=torch.zeros(2, 3, 4, 4), templates=["a", "b"],
+                                           drop=torch.zeros(2, dtype=torch.bool), pixels=torch.zeros(2, 3, 4, 4),
+                                           features=torch.zeros(2, 1, 8)),
+        captioned=CaptionedBatch(pixels=torch.zeros(2, 3, 4, 4), captions=["a", "b"], instructions=["c", "d"],
+                                 drop=torch.zeros(2, dtype=torch.bool)))
+    moved = batch.to("meta")  # a stand-in device: nothing can be left on the CPU unnoticed
+
+    def tensors(value):
+        import dataclasses
+
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                yield from tensors(getattr(value, f.name))
+
+    found = list(tensors(moved))
+    assert len(found) == 6 and all(t.device.type == "meta" for t in found)
+    assert moved.reconstruction.templates == ["a", "b"] and batch.captioned.pixels.device.type == "cpu"
+
+
+def test_the_trainer_hands_the_engine_batches_on_its_device(tmp_path, monkeypatch):
+    from reca.objectives.reca import TrainBatch
+
+    trainer = _trainer(tmp_path / "c", 0, steps=2)
+    trainer.setup()
+    seen = []
+    original = TrainBatch.to
+    monkeypatch.setattr(TrainBatch, "to", lambda self, device: seen.append(device) or original(self, device))
+    trainer.train()
+    assert seen and all(device == trainer.engine.device for device in seen)

@@ -23,7 +23,7 @@ sequence, stays in each adapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,6 +82,15 @@ class ChatPrompter:
     placeholder embeddings by ``h_v``. A tokenizer without a chat template
     renders the turn through ``plain_format`` (``{content}`` is the image block
     and text). Results are cached: templates and captions repeat every step.
+
+    Chat templates take the message content in one of two layouts: a string
+    (Qwen2.5-VL's, the default world's) or a list of typed parts (what
+    transformers 5 writes for a Janus processor: ``{"type": "image"}`` renders
+    one placeholder that the processor expands). The string layout is tried
+    first; a template that drops the text or the placeholders from it is
+    rendered with parts instead, and the one placeholder it writes is expanded
+    to the image block. A prompt that still lacks its text or its image slots
+    is an error naming ``template_source``, never a silent empty prompt.
     """
 
     def __init__(
@@ -93,6 +102,7 @@ class ChatPrompter:
         image_start: str = "",
         image_end: str = "",
         plain_format: str = "{content}",
+        template_source: str = "the tokenizer's chat template",
     ) -> None:
         image_id = tokenizer.convert_tokens_to_ids(image_token)
         if image_id is None or image_id == tokenizer.unk_token_id:
@@ -104,6 +114,7 @@ class ChatPrompter:
         self.image_end = image_end
         self.num_image_tokens = num_image_tokens
         self.plain_format = plain_format
+        self.template_source = template_source
         self._cache: dict[tuple[str, int], tuple[int, ...]] = {}
 
     def ids(self, text: str, image_tokens: int) -> tuple[int, ...]:
@@ -119,14 +130,21 @@ class ChatPrompter:
         return self._cache[key]
 
     def _render(self, text: str, image_tokens: int) -> tuple[int, ...]:
-        block = self.image_start + self.image_token * image_tokens + self.image_end
-        content = f"{block}\n{text}" if image_tokens else text
+        block = self.image_start + self.image_token * image_tokens + self.image_end if image_tokens else ""
+        content = f"{block}\n{text}" if block else text
         tok = self.tokenizer
-        if tok.chat_template:
-            rendered = tok.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                               tokenize=False)
-        else:
+        if not tok.chat_template:
             rendered = self.plain_format.format(content=content)
+        else:
+            rendered = self._chat([{"role": "user", "content": content}])
+            if not self._keeps(rendered, text, block):
+                parts = [{"type": "image"}] * bool(image_tokens) + [{"type": "text", "text": text}]
+                rendered = self._expand_image_part(self._chat([{"role": "user", "content": parts}]), block)
+            if not self._keeps(rendered, text, block):
+                raise ValueError(
+                    f"{self.template_source}: the rendered prompt lost its text or its {image_tokens} image slots "
+                    f"(got {rendered[:200]!r}); the template must render a user message's text and image, as a "
+                    "string or as a list of {'type': 'image'} / {'type': 'text'} parts")
         ids = list(tok(rendered, add_special_tokens=False).input_ids)
         # Templates differ on BOS: add it once when the tokenizer has one and the template did not.
         if tok.bos_token_id is not None and (not ids or ids[0] != tok.bos_token_id):
@@ -137,6 +155,23 @@ class ChatPrompter:
                 "placeholders: the tokenizer must treat the placeholder as one special token"
             )
         return tuple(ids)
+
+    def _chat(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _keeps(self, rendered: str, text: str, block: str) -> bool:
+        """Whether a rendered prompt holds the text and the whole image block (or no block was asked for)."""
+        has_block = block in rendered if block else self.image_token not in rendered
+        return text.strip() in rendered and has_block
+
+    def _expand_image_part(self, rendered: str, block: str) -> str:
+        """The one placeholder a parts-layout template writes for ``{"type": "image"}``, made the image block."""
+        if not block or rendered.count(self.image_token) != 1:
+            return rendered
+        wrapped = self.image_start + self.image_token + self.image_end
+        if self.image_start and wrapped in rendered:
+            return rendered.replace(wrapped, block)
+        return rendered.replace(self.image_token, block)
 
     def answer_ids(self, answer: str) -> list[int]:
         """Token ids of a supervised answer, ending in EOS."""
@@ -203,7 +238,16 @@ def caption_batch(prompter: ChatPrompter, instructions: Sequence[str], captions:
     return ids, mask, labels
 
 
-def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of ``logits`` (B, L-1, V), computed from positions ``:-1``, against ``labels[:, 1:]``."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1),
-                           ignore_index=IGNORE_INDEX)
+def next_token_loss(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, labels: torch.Tensor
+                    ) -> torch.Tensor:
+    """Next-token cross-entropy of the supervised positions of ``hidden`` (B, L, D) against ``labels`` (B, L).
+
+    The vocabulary ``head`` runs only where there is a label: a caption is a
+    few dozen of a prompt's ~600 positions (576 of them image slots), and
+    Janus-Pro's 102,400-word head at every position is about 3 GB of logits per
+    GPU at batch 4.
+    """
+    targets = labels[:, 1:]
+    supervised = targets != IGNORE_INDEX
+    logits = head(hidden[:, :-1][supervised])
+    return F.cross_entropy(logits.float(), targets[supervised])

@@ -366,7 +366,7 @@ class FlowMatchingAdapter(UMMAdapter):
                 "language_model and lm_head from the stage's freeze list.")
         ids, mask, labels = caption_batch(self.prompter, instructions, captions, self.pad_id, self._device)
         hidden = self._read(ids, mask, self.embed_images(pixels))
-        return next_token_loss(self.vlm.lm_head(hidden[:, :-1]), labels)
+        return next_token_loss(self.vlm.lm_head, hidden, labels)
 
     # --------------------------------------------------------------- inference
     def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:

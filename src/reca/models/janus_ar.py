@@ -128,6 +128,8 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         model: JanusForConditionalGeneration,
         tokenizer: PreTrainedTokenizerBase,
         image_tokenizer: ImageTokenizer | None = None,
+        *,
+        template_source: str = "the word tokenizer's built-in chat template",
     ) -> None:
         super().__init__()
         self.model = model
@@ -152,10 +154,15 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.num_understanding_tokens = int(model.config.vision_config.num_image_tokens)
-        # Janus's own conversation format when the tokenizer brings no chat template.
+        # A published Janus tokenizer names its image boundary tokens, and its processor wraps every image
+        # as <begin_of_image> + placeholders + <end_of_image>: the prompt does the same. The default world's
+        # word tokenizer names none and its model was trained on bare placeholders.
+        start, end = (getattr(tokenizer, name, None) or "" for name in ("boi_token", "eoi_token"))
         self.prompter = ChatPrompter(tokenizer, image_token=tt.IMAGE_PLACEHOLDER,
                                      num_image_tokens=self.num_understanding_tokens,
-                                     plain_format=f"{tt.USER}: {{content}}\n\n{tt.ASSISTANT}:")
+                                     image_start=start, image_end=end if start else "",
+                                     plain_format=f"{tt.USER}: {{content}}\n\n{tt.ASSISTANT}:",
+                                     template_source=template_source)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -191,7 +198,9 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         marker = Path(path, ADAPTER_FILE)
         kind = json.loads(marker.read_text()).get("image_tokenizer", "janus_vq") if marker.exists() else "janus_vq"
         image_tokenizer = PatchKMeansTokenizer.load(path) if kind == "patch_kmeans" else None
-        return cls(model, tokenizer, image_tokenizer)
+        template = Path(path, "chat_template.jinja")
+        source = str(template) if template.exists() else f"the chat template of {path}"
+        return cls(model, tokenizer, image_tokenizer, template_source=source)
 
     def save_pretrained(self, path: str | Path) -> None:
         with atomic_dir(path) as tmp:
@@ -260,9 +269,10 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
     def _condition_prefix(self, condition: Condition) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prefix embeddings ending in ``<begin_of_image>``, and their attention mask.
 
-        A dropped condition keeps its length but every token except BOS and BOI
-        becomes padding, which is exactly the unconditional prompt that
-        transformers' Janus ``generate`` builds for classifier-free guidance.
+        A dropped condition keeps its length but every token except the first
+        (BOS) and the last (BOI) becomes padding, which is exactly the
+        unconditional prompt that transformers' Janus ``generate`` builds for
+        classifier-free guidance.
         """
         with_image = condition.image_embeddings is not None
         # h_v fills the encoder's token count; a latent condition fills as many slots as it has tokens.
@@ -271,8 +281,8 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         rows = []
         for text, dropped in zip(condition.texts, drop.tolist(), strict=True):
             ids = [*self.prompter.ids(text, image_tokens), self.boi_id]
-            if dropped:
-                ids = [i if i in (self.bos_id, self.boi_id) else self.pad_id for i in ids]
+            if dropped:  # as transformers' Janus builds its unconditional prompt: all but the first and last
+                ids = [ids[0], *[self.pad_id] * (len(ids) - 2), ids[-1]]
             rows.append(ids)
         device = self.model.device
         ids, mask = pad_rows(rows, self.pad_id, device)
@@ -317,7 +327,7 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
         ids, mask, labels = caption_batch(self.prompter, instructions, captions, self.pad_id, self.model.device,
                                           side="right")
         hidden = self._run_lm(self._embed(ids, self.embed_images(pixels)), mask)
-        return next_token_loss(self.model.lm_head(hidden[:, :-1]), labels)
+        return next_token_loss(self.model.lm_head, hidden, labels)
 
     # --------------------------------------------------------------- inference
     def sample(self, condition: Condition, sampling: Sampling) -> torch.Tensor:

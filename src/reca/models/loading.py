@@ -7,14 +7,17 @@ not with the stages, so no stage imports another stage.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from reca.fileio import atomic_dir
 from reca.models import registry
 from reca.models.base import UMMAdapter
 from reca.models.model_params import resolve_model_params
+from reca.models.registration import ADAPTER_FILE, write_adapter_file
 from reca.params import ModelParams
 
 
@@ -24,6 +27,29 @@ def load_model_dir(path: str | Path, model: ModelParams) -> UMMAdapter:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: model directory not found; run the stage that writes it first")
     return registry.load(path, adapter=model.adapter, trust_remote_code=model.trust_remote_code)
+
+
+def pass_through(source: str | Path, output_dir: str | Path, model: ModelParams) -> Path:
+    """Copy a model directory (or a hub snapshot) to ``output_dir`` byte for byte, atomically.
+
+    A stage that does not train (``sft.enabled: false``, ``post_sft.steps: 0``)
+    must hand on exactly what it was given: the weights in their own dtype and
+    every other file of the directory (processor, tokenizer, chat template),
+    not a re-export of what the adapter happens to load. The adapter file is
+    added when the source has none, so later stages and `reca generate` know
+    the adapter without ``model.adapter``.
+    """
+    registry.get(model.adapter)  # an unknown adapter fails here, not stages later
+    source_dir = Path(source)
+    if not source_dir.is_dir():
+        from huggingface_hub import snapshot_download
+
+        source_dir = Path(snapshot_download(str(source), revision=model.revision))
+    with atomic_dir(output_dir) as tmp:
+        shutil.copytree(source_dir, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", ".cache"))
+        if not (tmp / ADAPTER_FILE).exists():
+            write_adapter_file(tmp, model.adapter)
+    return Path(output_dir)
 
 
 def initial_model(model: ModelParams, *, texts: Sequence[str], images: torch.Tensor | None,

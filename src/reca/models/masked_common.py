@@ -162,7 +162,7 @@ class ImageBlockLMAdapter(UMMAdapter):
         ids, mask, labels = caption_batch(self.prompter, instructions, captions, self.pad_id, self._device)
         hidden = self.llm.base_model(inputs_embeds=self._embed(ids, self.embed_images(pixels)), attention_mask=mask,
                                      position_ids=positions_from_mask(mask)).last_hidden_state
-        return next_token_loss(self.llm.get_output_embeddings()(hidden[:, :-1]), labels)
+        return next_token_loss(self.llm.get_output_embeddings(), hidden, labels)
 
     # ----------------------------------------------------------- save and load
     @classmethod

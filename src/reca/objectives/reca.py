@@ -19,6 +19,7 @@ extra alignment term lives with SFT (:mod:`reca.objectives.sft`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +57,19 @@ class CaptionedBatch:
 class TrainBatch:
     reconstruction: ReconstructionBatch | None = None
     captioned: CaptionedBatch | None = None
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        """This batch with every tensor, however deep, on ``device`` (the engine's, before its forward)."""
+        return _to_device(self, torch.device(device))
+
+
+def _to_device(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(value, **{f.name: _to_device(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value)})
+    return value
 
 
 class RecAObjective(nn.Module):

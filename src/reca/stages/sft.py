@@ -23,7 +23,7 @@ from typing import Any
 
 from reca.data.dataset import ImageTable
 from reca.models.base import UMMAdapter
-from reca.models.loading import initial_model, load_model_dir
+from reca.models.loading import initial_model, load_model_dir, pass_through
 from reca.objectives.sft import SFTObjective
 from reca.objectives.templates import CAPTION_INSTRUCTIONS, RECONSTRUCTION_TEMPLATES
 from reca.params import ModelParams, PostSFTParams, SFTObjectiveParams, SFTParams, flatten
@@ -48,8 +48,7 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
     if not params.enabled:
         if model.pretrained is None:
             raise ValueError("sft.enabled is false but model.pretrained is null: nothing to pass through")
-        adapter = initial_model(model, texts=[], images=None, seed=params.seed)
-        adapter.save_pretrained(output_dir)
+        pass_through(model.pretrained, output_dir, model)
         return {"passed_through": model.pretrained}
     # The vocabulary must cover every text the model will ever read: captions,
     # the reconstruction templates RecA draws from, and captioning instructions.
@@ -68,16 +67,16 @@ def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path
              output_dir: str | Path, tracker: StageRun, root: str | Path = ".",
              templates: Sequence[str] = RECONSTRUCTION_TEMPLATES) -> dict[str, Any]:
     """SFT the RecA model in ``model_dir`` for ``params.steps`` more steps (RecA->SFT); 0 steps passes it through."""
-    adapter = load_model_dir(model_dir, model)
     captioned = ImageTable.from_manifest(degraded_dir, "captioned", require_caption=params.trains)
     tracker.log_params({**flatten(model, "model"), "post_sft.steps": params.steps,
                         "data.captioned_images": len(captioned)})
     registered = read_pointer(model_dir)
     if not params.trains:
-        adapter.save_pretrained(output_dir)
+        pass_through(model_dir, output_dir, model)
         if registered is not None:  # the same weights: evaluate tags the version `train` registered
             write_pointer(output_dir, registered)
         return {"passed_through": str(model_dir)}
+    adapter = load_model_dir(model_dir, model)
     inputs = continued_run_inputs(degraded_dir, model_dir, model)
     # The final model is a new version of the model `train` registered.
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "post_sft", root, templates,

@@ -144,7 +144,8 @@ class Trainer:
             # The starting model's reconstruction loss: what "far below" is measured against.
             with torch.no_grad():
                 self.objective.eval()
-                baseline = self.objective.reconstruction_loss(self.planner.batch(0).reconstruction).item()
+                first = self.planner.batch(0).to(self.engine.device)
+                baseline = self.objective.reconstruction_loss(first.reconstruction).item()
                 self.objective.train()
             self.copy_monitor.baseline = _all_mean({"b": baseline})["b"]
 
@@ -156,7 +157,8 @@ class Trainer:
         # uninterrupted one would have.
         micro_step = step * self.optim.gradient_accumulation_steps + micro
         torch.manual_seed((self.optim.seed * 1_000_003 + micro_step) * 1009 + self.rank)
-        batch = self.planner.batch(step, micro)
+        # Tables build batches on the CPU; the engine's module lives on its device.
+        batch = self.planner.batch(step, micro).to(self.engine.device)
         loss, terms = self.engine(batch)
         # The one read-back of a step: every rank must agree on skipping it.
         if _any_rank(not bool(torch.isfinite(loss.detach()))):
