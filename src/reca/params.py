@@ -136,6 +136,9 @@ class OptimParams(Section):
     weight_decay: float = Field(0.01, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = Field(1.0, ge=0.0, description="Global gradient-norm clip (0 = off).")
+    activation_checkpointing: bool = Field(
+        False, description="Recompute the trainable blocks' activations in backward instead of storing them "
+        "(less memory, about a third more compute per step); every adapter's language model and block stacks.")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage (configs/deepspeed/zero<N>.json).")
     deepspeed_config: str | None = Field(
         None, description="A DeepSpeed JSON to start from instead of configs/deepspeed/zero<N>.json."

@@ -181,3 +181,30 @@ def test_three_training_steps_reproduce_the_pinned_losses(run):
         for term, value in pinned.items():
             # bit for bit on the recording machine; 1e-5 leaves room for another CPU's kernels only
             assert got[term] == pytest.approx(value, rel=1e-5), f"{run} step {step} {term}"
+
+
+def test_activation_checkpointing_recomputes_blocks_and_changes_no_number(adapter):
+    # Recomputed in backward: more module calls per step, the same loss and the same gradients.
+    adapter.set_frozen(["image_tokenizer"])
+    adapter.train()
+
+    def step():
+        calls = []
+        hooks = [m.register_forward_hook(lambda *_: calls.append(1)) for m in adapter.modules()]
+        adapter.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        total, _ = RecAObjective(adapter, lambda_reca=1.0, lambda_i2t=1.0, lambda_t2i=1.0)(_fixed_batch())
+        total.backward()
+        for hook in hooks:
+            hook.remove()
+        grads = {n: p.grad.clone() for n, p in adapter.named_parameters() if p.grad is not None}
+        return total.detach(), grads, len(calls)
+
+    plain_loss, plain_grads, plain_calls = step()
+    adapter.enable_activation_checkpointing()
+    loss, grads, calls = step()
+    assert calls > plain_calls
+    assert torch.allclose(loss, plain_loss, rtol=1e-6)
+    assert grads.keys() == plain_grads.keys()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, plain_grads[name], rtol=1e-4, atol=1e-7), name

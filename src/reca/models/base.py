@@ -262,6 +262,25 @@ class UMMAdapter(nn.Module, abc.ABC):
             for p in parts[name].parameters():
                 p.requires_grad_(False)
 
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute the blocks' activations in backward instead of keeping them: memory for compute.
+
+        Every transformers and diffusers model inside the adapter turns on its
+        own gradient checkpointing (non-reentrant, so frozen inputs need no
+        grad); block stacks of the adapter's own (MAR's) set
+        ``activation_checkpointing``.
+        """
+        from diffusers.models.modeling_utils import ModelMixin
+        from transformers import PreTrainedModel
+
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            elif isinstance(module, ModelMixin) and module._supports_gradient_checkpointing:
+                module.enable_gradient_checkpointing()
+            elif hasattr(module, "activation_checkpointing"):
+                module.activation_checkpointing = True
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters that receive gradients under the current freezing policy."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -28,6 +28,7 @@ from diffusers import ModelMixin
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from reca.models.from_scratch import mlp_projector
 from reca.models.sampling import guided_logits
@@ -44,9 +45,16 @@ class TokenTransformer(nn.Module):
                                            batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
+        #: recompute each block in backward (``UMMAdapter.enable_activation_checkpointing``)
+        self.activation_checkpointing = False
 
     def _run(self, h: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.blocks(h + self.pos))
+        h = h + self.pos
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            for block in self.blocks.layers:
+                h = checkpoint(block, h, use_reentrant=False)
+            return self.norm(h)
+        return self.norm(self.blocks(h))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(self.proj(x))

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,12 @@ class QueryConnector(nn.Module):
         )
         self.norm = nn.LayerNorm(config.width)
         self.proj_out = nn.Linear(config.width, config.output_size)
+        #: recompute each layer in backward (``UMMAdapter.enable_activation_checkpointing``)
+        self.activation_checkpointing = False
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         x = self.proj_in(states)
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x)
+            x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
         return self.proj_out(self.norm(x))

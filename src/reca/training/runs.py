@@ -31,7 +31,9 @@ def file_digest(path: str | Path) -> str:
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
         digest.update(f.relative_to(path).as_posix().encode() if path.is_dir() else b"")
-        digest.update(f.read_bytes())
+        with f.open("rb") as stream:  # in chunks: a model file is gigabytes, and every rank digests it
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -87,6 +89,8 @@ def run_training(
 ) -> dict[str, float]:
     """Set up, train, export HF weights to ``output_dir``; log params, curve and model to MLflow."""
     tracker.log_params(flatten(optim, stage))
+    if optim.activation_checkpointing:
+        objective.adapter.enable_activation_checkpointing()
     trainer = Trainer(
         objective, planner, optim, ckpt_dir,
         log_fn=lambda step, m: tracker.log_metrics(m, step),
