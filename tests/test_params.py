@@ -181,3 +181,15 @@ def test_resolving_fills_the_adapters_defaults_and_leaves_the_section_alone() ->
     assert resolved.tiny.hidden_size == 64
     assert resolved.tiny.codebook_size == type(resolved.tiny)().codebook_size  # the adapter's default
     assert resolve_model_params(resolved) == resolved  # resolving twice changes nothing
+
+
+@pytest.mark.parametrize("section", ["embed", "evaluate", "train"])
+def test_embed_and_evaluate_launch_like_train(section: str) -> None:
+    from reca.params import parse_section
+
+    assert parse_section(section, {}).processes == 1
+    assert parse_section(section, {"processes": 4, "launcher": "deepspeed"}).processes == 4
+    with pytest.raises(ParamsError, match=rf"{section}\.processes"):
+        parse_section(section, {"processes": 0})
+    with pytest.raises(ParamsError, match="hostfile needs launcher: deepspeed"):
+        parse_section(section, {"hostfile": "configs/hostfile"})

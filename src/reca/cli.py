@@ -55,19 +55,13 @@ def _cmd_degrade(args: argparse.Namespace) -> dict:
         return degrade.run(params, args.curated, args.raw, args.output, run)
 
 
-def _training_stage(args: argparse.Namespace, stage: str, call) -> dict:  # noqa: ANN001
-    """Run `sft`/`train` here, or relaunch this very command across processes when params ask for it."""
+def _relaunch(args: argparse.Namespace, stage: str, params) -> dict:  # noqa: ANN001 - a LaunchParams section
+    """Re-execute this very command under the launcher ``params`` name, and wait for the workers."""
     import subprocess
 
     from reca.tracking.mlflow_run import stage_run
-    from reca.tracking.reachability import ensure_reachable
-    from reca.training.launch import LaunchError, launch_command, needs_launch, worker_environment
+    from reca.training.launch import LaunchError, launch_command, worker_environment
 
-    params, model = _params(args, stage), _params(args, "model")
-    ensure_reachable(fallback_local=params.mlflow_fallback_local)
-    if not needs_launch(params):
-        with stage_run(stage, params_file=args.params) as run:
-            return call(params, model, run)
     # This process is only the launcher: it owns the MLflow run, the workers log into it.
     with stage_run(stage, params_file=args.params) as run:
         cmd = launch_command(params, args.argv)
@@ -76,6 +70,20 @@ def _training_stage(args: argparse.Namespace, stage: str, call) -> dict:  # noqa
         if done.returncode != 0:
             raise LaunchError(f"{stage} workers failed (exit {done.returncode}); their output is above")
     return {"launched": cmd, "processes": params.processes, "hostfile": params.hostfile}
+
+
+def _training_stage(args: argparse.Namespace, stage: str, call) -> dict:  # noqa: ANN001
+    """Run `sft`/`train` here, or relaunch this very command across processes when params ask for it."""
+    from reca.tracking.mlflow_run import stage_run
+    from reca.tracking.reachability import ensure_reachable
+    from reca.training.launch import needs_launch
+
+    params, model = _params(args, stage), _params(args, "model")
+    ensure_reachable(fallback_local=params.mlflow_fallback_local)
+    if needs_launch(params):
+        return _relaunch(args, stage, params)
+    with stage_run(stage, params_file=args.params) as run:
+        return call(params, model, run)
 
 
 def _reca_templates(args: argparse.Namespace) -> tuple[str, ...]:
@@ -109,8 +117,11 @@ def _cmd_embed(args: argparse.Namespace) -> dict:
     from reca.params import flatten
     from reca.stages import embed
     from reca.tracking.mlflow_run import stage_run
+    from reca.training.launch import needs_launch
 
     params, model = _params(args, "embed"), _params(args, "model")
+    if needs_launch(params):  # every worker encodes its share of the shards
+        return _relaunch(args, "embed", params)
     with stage_run("embed", params_file=args.params) as run:
         run.log_params(flatten(params, "embed"))
         return embed.run(params, model, args.degraded, args.model_dir, args.output, run)
@@ -126,12 +137,15 @@ def _cmd_train(args: argparse.Namespace) -> dict:
 def _cmd_evaluate(args: argparse.Namespace) -> dict:
     from reca.stages import evaluate
     from reca.tracking.mlflow_run import stage_run
+    from reca.training.launch import needs_launch
 
     params, model = _params(args, "evaluate"), _params(args, "model")
     bad = [pair for pair in args.model if "=" not in pair]
     if bad:
         raise ParamsError(f"--model takes NAME=DIR, got {bad[0]!r}")
     models = dict(pair.split("=", 1) for pair in args.model)
+    if needs_launch(params):  # every worker generates and scores its share of the batches
+        return _relaunch(args, "evaluate", params)
     with stage_run("evaluate", params_file=args.params) as run:
         return evaluate.run(params, model, args.degraded, models, args.metrics, args.report_dir, run,
                             plot_data_path=args.plot_data, chart_path=args.chart)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from reca.data.images import decode_rgb
 from reca.data.transforms import resize, to_pil, to_tensor
+from reca.distributed import process_device
 from reca.fileio import atomic_path
 from reca.models import registry
 from reca.models.base import UMMAdapter
@@ -91,8 +92,8 @@ def model_directory(model: str | Path) -> Iterator[Path]:
 
 
 def default_device() -> torch.device:
-    """The first GPU if there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The process's accelerator (``cuda:<LOCAL_RANK>``, the first GPU outside a launcher), else the CPU."""
+    return process_device()
 
 
 def load_model(model: str | Path, *, device: torch.device | str | None = None,

@@ -104,6 +104,12 @@ class ModelParams(Section):
     )
     revision: str | None = Field(None, description="Hub revision when `pretrained` is a hub id.")
     trust_remote_code: bool = Field(False, description="Allow model code from the checkpoint (off by default).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Dtype the weights are loaded in: auto = bfloat16 with an accelerator, float32 on "
+        "the CPU (which has no fast bf16 training path). Weights are read straight into it.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel of the transformers models (flash_attention_2 needs the flash-attn "
+        "package and a GPU; adapters with a bidirectional image block keep sdpa, which takes their mask).")
     image_tokenizer: str = Field(
         "patch_kmeans",
         description="How the generation branch represents images; the adapter lists what it accepts "
@@ -115,11 +121,41 @@ class ModelParams(Section):
         description="Size of the model built from scratch; the keys belong to the adapter (its `tiny_params`).",
     )
 
+    @model_validator(mode="after")
+    def _check_attention(self) -> ModelParams:
+        import importlib.util
+
+        if self.attn_implementation == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+            raise ValueError("attn_implementation: flash_attention_2 needs the flash-attn package "
+                             "(pip install flash-attn on a CUDA machine); use sdpa")
+        return self
+
 
 # ----------------------------------------------------------------------- training
 
 
-class OptimParams(Section):
+class LaunchParams(Section):
+    """How many processes a stage runs on: `sft`, `train`, `post_sft`, `embed` and `evaluate` alike.
+
+    With more than one process, or a hostfile, the stage's command relaunches
+    itself under ``launcher`` (``reca.training.launch``); each process uses its
+    own GPU (``cuda:<local rank>``) when there is one.
+    """
+
+    processes: int = Field(1, ge=1, description="Processes per node; > 1 relaunches the stage through `launcher`.")
+    hostfile: str | None = Field(None, description="DeepSpeed hostfile for multi-node runs (implies launcher).")
+    launcher: Literal["torchrun", "deepspeed"] = Field(
+        "torchrun", description="How the stage starts several processes (a hostfile needs deepspeed)."
+    )
+
+    @model_validator(mode="after")
+    def _check_launcher(self) -> LaunchParams:
+        if self.hostfile is not None and self.launcher != "deepspeed":
+            raise ValueError("hostfile needs launcher: deepspeed (torchrun here runs on one node)")
+        return self
+
+
+class OptimParams(LaunchParams):
     """Optimiser, schedule, DeepSpeed and launch settings shared by `sft` and `train`."""
 
     steps: int = Field(100, ge=1, description="Optimiser steps (budget in steps, not seconds).")
@@ -146,11 +182,6 @@ class OptimParams(Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 on GPU, fp32 on CPU (the CPU has no fast bf16 training path)."
     )
-    processes: int = Field(1, ge=1, description="Processes per node; > 1 relaunches through `launcher`.")
-    hostfile: str | None = Field(None, description="DeepSpeed hostfile for multi-node runs (implies launcher).")
-    launcher: Literal["torchrun", "deepspeed"] = Field(
-        "torchrun", description="How `reca train` starts several processes (a hostfile needs deepspeed)."
-    )
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1, description="Steps between resumable checkpoints.")
     keep_checkpoints: int = Field(2, ge=1, description="How many resumable checkpoints to keep.")
@@ -168,8 +199,6 @@ class OptimParams(Section):
     def _check_schedule(self) -> OptimParams:
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
-        if self.hostfile is not None and self.launcher != "deepspeed":
-            raise ValueError("hostfile needs launcher: deepspeed (torchrun here runs on one node)")
         return self
 
 
@@ -278,8 +307,12 @@ class TrainParams(OptimParams):
         return self
 
 
-class EmbedParams(Section):
-    """``embed``: sharded, resumable cache of understanding-encoder features of the degraded images."""
+class EmbedParams(LaunchParams):
+    """``embed``: sharded, resumable cache of understanding-encoder features of the degraded images.
+
+    With ``processes`` > 1 each process encodes whole shards (the shards still to
+    compute, dealt out round-robin): the cache is byte for byte the one process's.
+    """
 
     batch_size: int = Field(64, ge=1, description="Images per encoder forward pass.")
     splits: list[str] = Field(
@@ -295,8 +328,13 @@ class EmbedParams(Section):
     )
 
 
-class EvaluateParams(Section):
-    """``evaluate``: GenEval scores of generated images and reconstruction fidelity, model against model."""
+class EvaluateParams(LaunchParams):
+    """``evaluate``: GenEval scores of generated images and reconstruction fidelity, model against model.
+
+    With ``processes`` > 1 each process generates, scores and reconstructs whole
+    batches (batch ``b`` on rank ``b mod world size``, its noise seeded by ``b``):
+    the results are the one process's.
+    """
 
     seed: int = Field(1234, description="Sampling seed: every model draws with the same noise per prompt.")
     classes: list[str] = Field(

@@ -138,3 +138,19 @@ def test_cache_key_changes_with_every_degrade_setting(field: str, value) -> None
 def test_parametrized_fields_cover_every_recorded_degrade_setting() -> None:
     # If degrade records a new setting, the test above must cover it.
     assert set(DEGRADE) == {"understanding_size", "generation_size", "resize_mode", "blur_sigma", "downup_factor"}
+
+
+def test_a_shards_bytes_do_not_depend_on_the_process_that_wrote_it(tmp_path: Path) -> None:
+    import json
+
+    shards = _write(tmp_path / "a", dtype="bfloat16")
+    _write(tmp_path / "b", dtype="bfloat16")
+    raw = (tmp_path / "a" / shards[0].file).read_bytes()
+    assert raw == (tmp_path / "b" / shards[0].file).read_bytes()
+    # safetensors writes its header from a hash map, in an order that changes from process to process;
+    # the cache writes it sorted, so one process and several write the same bytes.
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length], object_pairs_hook=lambda pairs: [k for k, _ in pairs])
+    assert header == sorted(header) and length % 8 == 0
+    metadata = json.loads(raw[8:8 + length])["__metadata__"]
+    assert list(metadata) == sorted(metadata) and metadata["key"] == "k"

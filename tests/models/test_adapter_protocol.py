@@ -208,3 +208,41 @@ def test_activation_checkpointing_recomputes_blocks_and_changes_no_number(adapte
     assert grads.keys() == plain_grads.keys()
     for name, grad in grads.items():
         assert torch.allclose(grad, plain_grads[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_loads_every_weight_straight_into_the_requested_dtype(adapter, tmp_path):
+    adapter.save_pretrained(tmp_path / "m")
+    loaded = registry.load(tmp_path / "m", dtype=torch.bfloat16)
+    kinds = {name: p.dtype for name, p in loaded.named_parameters() if p.is_floating_point()}
+    assert set(kinds.values()) == {torch.bfloat16}, {n: d for n, d in kinds.items() if d != torch.bfloat16}
+    pixels = tiny_pixels(2)
+    with torch.no_grad():
+        condition = Condition(texts=[TEXTS[2]] * 2, image_embeddings=loaded.embed_images(pixels))
+        assert torch.isfinite(loaded.eval().generation_loss(condition, pixels))
+    images = loaded.text_to_image([TEXTS[0]], generator=torch.Generator().manual_seed(0))
+    assert images.shape == (1, 3, loaded.generation_size, loaded.generation_size)
+
+
+def test_the_eager_attention_kernel_gives_the_sdpa_losses(adapter, tmp_path):
+    # The attention implementation is a load option; whichever kernel runs, the image-block masks (causal text,
+    # bidirectional image for the masked and MAR adapters) must be the same masks.
+    adapter.save_pretrained(tmp_path / "m")
+    pixels = tiny_pixels(2)
+    losses = []
+    for kernel in ("sdpa", "eager"):
+        loaded = registry.load(tmp_path / "m", attn_implementation=kernel).eval()
+        with torch.no_grad():
+            condition = Condition(texts=[TEXTS[2]] * 2, image_embeddings=loaded.embed_images(pixels))
+            losses.append(loaded.generation_loss(condition, pixels))
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+
+
+def test_flash_attention_without_its_package_is_a_params_error():
+    import importlib.util
+
+    from reca.params import ParamsError, parse_section
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here")
+    with pytest.raises(ParamsError, match="flash-attn"):
+        parse_section("model", {"attn_implementation": "flash_attention_2"})

@@ -161,3 +161,34 @@ def test_wrong_understanding_size_is_an_error_naming_the_fix(tmp_path: Path, mod
     (degraded / degrade.RECORD).write_text(json.dumps({**record, "understanding_size": 32}), encoding="utf-8")
     with pytest.raises(ValueError, match="understanding_size: 16"):
         embed.run(PARAMS, MODEL, degraded, model_dirs[0], tmp_path / "emb")
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_one_process_cache_byte_for_byte(tmp_path: Path, model_dirs) -> None:
+    import sys
+
+    import yaml
+
+    from reca_fixtures.tools import run_tool
+    from reca_fixtures.tracking import fresh_mlflow_store
+
+    degraded = _degraded_dir(tmp_path / "degraded")
+    one, two = tmp_path / "one", tmp_path / "two"
+    embed.run(PARAMS, MODEL, degraded, model_dirs[0], one)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"model": {"adapter": "janus_ar"},
+                                      "embed": {**PARAMS.model_dump(), "processes": 2}}))
+    fresh_mlflow_store(tmp_path)
+    cmd = [Path(sys.executable).parent / "reca", "embed", "--params", params, "--degraded", degraded,
+           "--model-dir", model_dirs[0], "--output", two]
+    out = run_tool(cmd, tmp_path, timeout=240)
+    assert "torch.distributed.run" in out.stderr and "--nproc_per_node=2" in out.stderr
+    files = sorted(p.name for p in one.iterdir())
+    assert files == sorted(p.name for p in two.iterdir()) and len(files) == 4 + 1  # 4 shards + index.json
+    for name in files:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    # Resume under two processes: only the missing shard is computed again, by one rank.
+    (two / "unlabeled-00001.safetensors").unlink()
+    out = run_tool(cmd, tmp_path, timeout=240)
+    assert "embed: 1 shards computed, 3 reused" in out.stderr
+    assert all((one / name).read_bytes() == (two / name).read_bytes() for name in files)

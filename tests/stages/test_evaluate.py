@@ -96,3 +96,69 @@ def test_official_metadata_file_replaces_the_recipe(setup: dict, tmp_path: Path)
         EvaluateParams(detector="mask2former")
     with pytest.raises(ValueError, match="not GenEval colours"):
         EvaluateParams(colours=["red", "teal"])
+
+
+def test_each_batch_is_the_same_whichever_rank_draws_it(setup: dict) -> None:
+    import torch
+
+    from reca.data.dataset import ImageTable
+    from reca.distributed import Workers
+    from reca.models.loading import load_model_dir
+
+    adapter = load_model_dir(setup["root"] / "a", ModelParams()).eval()
+    params = _params(batch_size=4, n_reconstruction=5)  # two batches of each kind, one per rank
+    prompts = evaluate.build_prompts(params)
+    heldout = ImageTable.from_manifest(setup["degraded"], "heldout")
+    settings = json.loads((setup["degraded"] / "degrade.json").read_text())
+    halves = [Workers(rank, 2) for rank in (0, 1)]
+    with torch.no_grad():
+        whole = evaluate.generate_images(adapter, prompts, params)
+        split = [evaluate.generate_images(adapter, prompts, params, w) for w in halves]
+        recon_whole = evaluate.reconstruction_batches(adapter, heldout, params, settings)
+        recon_split = [evaluate.reconstruction_batches(adapter, heldout, params, settings, w) for w in halves]
+    n_batches = len(evaluate.t2i_batches(prompts, params))
+    assert sorted(split[0]) == list(range(0, n_batches, 2)) and sorted(split[1]) == list(range(1, n_batches, 2))
+    assert {b: [im.tobytes() for im in v] for b, v in whole.items()} == {
+        b: [im.tobytes() for im in v] for part in split for b, v in part.items()}
+    assert sorted(recon_split[0]) == [0] and sorted(recon_split[1]) == [1]  # batches of 4 and 1
+    merged = {**recon_split[0], **recon_split[1]}
+    assert evaluate.fidelity_scores([merged[b] for b in sorted(merged)])[0] == evaluate.fidelity_scores(
+        [recon_whole[b] for b in sorted(recon_whole)])[0]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_one_process_rows_images_and_metrics(setup: dict, tmp_path: Path) -> None:
+    import sys
+
+    import yaml
+
+    from reca_fixtures.tools import run_tool
+    from reca_fixtures.tracking import fresh_mlflow_store
+
+    root, one, two = setup["root"], tmp_path / "one", tmp_path / "two"
+    params = _params(batch_size=3, samples_per_prompt=2, n_reconstruction=5)
+    models = {"sft": root / "a", "reca": root / "b"}
+    evaluate.run(params, ModelParams(), setup["degraded"], models, one / "metrics.json", one / "report",
+                 FakeTracker())
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"model": {"adapter": "janus_ar"},
+                                           "evaluate": {**params.model_dump(), "processes": 2}}))
+    fresh_mlflow_store(tmp_path)
+    out = run_tool([Path(sys.executable).parent / "reca", "evaluate", "--params", params_file,
+                    "--degraded", setup["degraded"], *(f"--model={n}={d}" for n, d in models.items()),
+                    "--metrics", two / "metrics.json", "--plot-data", two / "per_task.json",
+                    "--chart", two / "per_task.png", "--report-dir", two / "report"], tmp_path, timeout=300)
+    assert "--nproc_per_node=2" in out.stderr
+    assert (two / "metrics.json").read_text() == (one / "metrics.json").read_text()
+    assert (two / "per_task.json").read_text() == (one / "per_task.json").read_text()
+    for name in models:
+        rows = [(r / name / "results.jsonl").read_text().replace(str(r), "<report>") for r in (one / "report",
+                                                                                            two / "report")]
+        assert rows[0] == rows[1] and rows[0].count("\n") == 2 * len(evaluate.build_prompts(params))
+        pngs = [sorted((r / name / "geneval").rglob("*.png")) for r in (one / "report", two / "report")]
+        assert [p.relative_to(one / "report") for p in pngs[0]] == [p.relative_to(two / "report") for p in pngs[1]]
+        assert [p.read_bytes() for p in pngs[0]] == [p.read_bytes() for p in pngs[1]]
+    for produced in ("comparison.md", "evaluation_metadata.jsonl"):
+        assert (two / "report" / produced).read_text() == (one / "report" / produced).read_text()
+    for grid in ("samples.png", "prompts.png", "reconstructions.png"):
+        assert (two / "report" / grid).read_bytes() == (one / "report" / grid).read_bytes()

@@ -91,7 +91,13 @@ def test_checkpoints_are_pruned_and_export_loads(tmp_path):
     trainer.save_checkpoint()
     tags = sorted(p.name for p in (tmp_path / "d").glob("step*"))
     assert tags == ["step0000009", "step0000012"]
-    assert (tmp_path / "d" / "step0000012" / "hf" / "model.safetensors").exists()
+    # each weight once: the frozen encoder and tokenizer are not copied into resumable checkpoints
+    from reca.training.safetensors_checkpoint_engine import load_state
+
+    [states] = (tmp_path / "d" / "step0000012").glob("*model_states*")
+    saved = " ".join(load_state(str(states))["module"])
+    assert "vision_model" not in saved and "vqmodel" not in saved and "language_model" in saved
+    assert not (tmp_path / "d" / "step0000012" / "hf").exists()
     trainer.export(tmp_path / "final")
     loaded = registry.load(tmp_path / "final")
     for (name, a), b in zip(trainer.objective.adapter.state_dict().items(), loaded.state_dict().values(),
@@ -155,3 +161,23 @@ def test_the_trainer_hands_the_engine_batches_on_its_device(tmp_path, monkeypatc
     monkeypatch.setattr(TrainBatch, "to", lambda self, device: seen.append(device) or original(self, device))
     trainer.train()
     assert seen and all(device == trainer.engine.device for device in seen)
+
+
+def test_half_precision_weights_need_the_bf16_engine():
+    from reca.training.trainer import check_weights_dtype
+
+    adapter = build_tiny_adapter().to(torch.bfloat16)
+    with pytest.raises(ValueError, match="precision: bf16"):
+        check_weights_dtype(adapter, {"bf16": {"enabled": False}})
+    check_weights_dtype(adapter, {"bf16": {"enabled": True}})
+    check_weights_dtype(adapter.float(), {"bf16": {"enabled": False}})
+
+
+def test_model_dtype_auto_is_float32_on_the_cpu_and_names_load_as_given(tmp_path):
+    from reca.models.loading import load_model_dir, weights_dtype
+    from reca.params import ModelParams
+
+    assert weights_dtype(ModelParams()) == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+    build_tiny_adapter().save_pretrained(tmp_path / "m")
+    loaded = load_model_dir(tmp_path / "m", ModelParams(dtype="bfloat16"))
+    assert {p.dtype for p in loaded.parameters() if p.is_floating_point()} == {torch.bfloat16}

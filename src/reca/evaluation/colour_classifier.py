@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from reca.evaluation.geneval import Detection
 from reca.evaluation.geneval_prompts import GENEVAL_COLOURS
+
+if TYPE_CHECKING:  # torch is imported where a model runs, not at import
+    import torch
 
 #: GenEval's canvas colour behind a masked object
 CROP_BACKGROUND = "#999"
@@ -43,8 +47,10 @@ def masked_crop(image: Image.Image, detection: Detection, background: str = CROP
 class ClipColourClassifier:
     """GenEval's CLIP zero-shot colour classifier on a transformers CLIP checkpoint."""
 
-    def __init__(self, model, processor, *, colours: Sequence[str] = GENEVAL_COLOURS, batch_size: int = 16) -> None:  # noqa: ANN001
-        self.model = model.eval()
+    def __init__(self, model, processor, *, colours: Sequence[str] = GENEVAL_COLOURS, batch_size: int = 16,  # noqa: ANN001
+                 device: torch.device | str = "cpu") -> None:
+        self.model = model.eval().to(device)
+        self.device = device
         self.processor = processor
         self.colours = list(colours)
         self.batch_size = batch_size
@@ -53,7 +59,10 @@ class ClipColourClassifier:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
                         **kwargs: object) -> ClipColourClassifier:
-        """Load a CLIP model and its processor (tokenizer + image processor) from a local dir or hub id."""
+        """Load a CLIP model and its processor (tokenizer + image processor) from a local dir or hub id.
+
+        ``kwargs`` go to the constructor (``colours``, ``batch_size``, ``device``).
+        """
         from transformers import AutoProcessor, CLIPModel
 
         model = CLIPModel.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
@@ -68,7 +77,7 @@ class ClipColourClassifier:
             with torch.no_grad():
                 for colour in self.colours:
                     texts = [t.format(c=colour, cls=classname) for t in COLOUR_TEMPLATES]
-                    tokens = self.processor.tokenizer(texts, padding=True, return_tensors="pt")
+                    tokens = self.processor.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
                     emb = _features(self.model.get_text_features(**tokens))
                     emb = torch.nn.functional.normalize(emb, dim=-1).mean(0)
                     columns.append(torch.nn.functional.normalize(emb, dim=-1))
@@ -87,7 +96,7 @@ class ClipColourClassifier:
         with torch.no_grad():
             for start in range(0, len(crops), self.batch_size):
                 pixels = self.processor.image_processor(images=crops[start : start + self.batch_size],
-                                                        return_tensors="pt")["pixel_values"]
+                                                        return_tensors="pt")["pixel_values"].to(self.device)
                 feats = torch.nn.functional.normalize(_features(self.model.get_image_features(pixel_values=pixels)),
                                                       dim=-1)
                 out += [self.colours[i] for i in (feats @ weights).argmax(-1).tolist()]

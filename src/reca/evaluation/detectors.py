@@ -14,33 +14,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from reca.evaluation.geneval import Detection
 
+if TYPE_CHECKING:  # torch is imported where a model runs, not at import
+    import torch
+
 
 class Mask2FormerDetector:
     """Instance segmentation with a transformers Mask2Former checkpoint."""
 
-    def __init__(self, model, processor, *, batch_size: int = 8) -> None:  # noqa: ANN001
-        self.model = model.eval()
+    def __init__(self, model, processor, *, batch_size: int = 8, device: torch.device | str = "cpu") -> None:  # noqa: ANN001
+        self.model = model.eval().to(device)
+        self.device = device
         self.processor = processor
         self.batch_size = batch_size
         self.id2label = {int(k): v for k, v in model.config.id2label.items()}
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
-                        batch_size: int = 8) -> Mask2FormerDetector:
-        """Load the model and its image processor from a local directory or hub id."""
+                        batch_size: int = 8, device: torch.device | str = "cpu") -> Mask2FormerDetector:
+        """Load the model and its image processor from a local directory or hub id, the model on ``device``."""
         from transformers import AutoImageProcessor, Mask2FormerForUniversalSegmentation
 
         model = Mask2FormerForUniversalSegmentation.from_pretrained(str(path), revision=revision,
                                                                     trust_remote_code=trust_remote_code)
         processor = AutoImageProcessor.from_pretrained(str(path), revision=revision,
                                                        trust_remote_code=trust_remote_code)
-        return cls(model, processor, batch_size=batch_size)
+        return cls(model, processor, batch_size=batch_size, device=device)
 
     def detect(self, images: Sequence[Image.Image]) -> list[list[Detection]]:
         """Every predicted instance (no threshold: the scorer applies GenEval's)."""
@@ -49,7 +54,7 @@ class Mask2FormerDetector:
         out: list[list[Detection]] = []
         for start in range(0, len(images), self.batch_size):
             batch = [img.convert("RGB") for img in images[start : start + self.batch_size]]
-            inputs = self.processor(images=batch, return_tensors="pt")
+            inputs = self.processor(images=batch, return_tensors="pt").to(self.device)
             with torch.no_grad():
                 outputs = self.model(**inputs)
             results = self.processor.post_process_instance_segmentation(
@@ -59,7 +64,7 @@ class Mask2FormerDetector:
                 masks = result["segmentation"]
                 found = []
                 for k, info in enumerate(result["segments_info"]):
-                    mask = masks[k].bool().numpy() if masks is not None and masks.dim() == 3 else None
+                    mask = masks[k].bool().cpu().numpy() if masks is not None and masks.dim() == 3 else None
                     if mask is None or not mask.any():
                         continue
                     ys, xs = np.nonzero(mask)

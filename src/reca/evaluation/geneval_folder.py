@@ -31,6 +31,11 @@ from reca.fileio import atomic_path
 _SAMPLE = re.compile(r"^\d+\.png$")
 
 
+def sample_path(root: str | Path, prompt: int, sample: int) -> Path:
+    """Where image ``sample`` of prompt ``prompt`` goes in a GenEval folder (its name in result rows)."""
+    return Path(root) / f"{prompt:05d}" / "samples" / f"{sample:05d}.png"
+
+
 def write_folder(root: str | Path, prompts: Sequence[Mapping[str, Any]],
                  images: Sequence[Sequence[Image.Image]]) -> Path:
     """Write prompts and their images (``images[i]`` belongs to ``prompts[i]``) in GenEval's layout."""
@@ -43,7 +48,7 @@ def write_folder(root: str | Path, prompts: Sequence[Mapping[str, Any]],
         with atomic_path(folder / "metadata.jsonl") as tmp:
             tmp.write_text(json.dumps(dict(prompt)) + "\n", encoding="utf-8")
         for k, image in enumerate(samples):
-            with atomic_path(folder / "samples" / f"{k:05d}.png") as tmp:
+            with atomic_path(sample_path(root, index, k)) as tmp:
                 image.save(tmp, format="PNG")
     return root
 
@@ -81,6 +86,15 @@ def read_folder(root: str | Path) -> tuple[list[tuple[Path, dict[str, Any]]], li
     return pairs, problems
 
 
+def score_images(images: Sequence[Image.Image], metadata: Sequence[Mapping[str, Any]], filenames: Sequence[str],
+                 detector: Detector, colour_classifier: ColourClassifier, rules: GenEvalRules = DEFAULT_RULES
+                 ) -> list[dict[str, Any]]:
+    """GenEval result rows of a batch of images (``images[k]`` made for ``metadata[k]``), detected together."""
+    detections = detector.detect(list(images))
+    return [score_image(image, found, meta, colour_classifier, rules, filename=name)
+            for image, found, meta, name in zip(images, detections, metadata, filenames, strict=True)]
+
+
 def score_folder(root: str | Path, detector: Detector, colour_classifier: ColourClassifier,
                  rules: GenEvalRules = DEFAULT_RULES, *, batch_size: int = 32
                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
@@ -99,7 +113,6 @@ def score_folder(root: str | Path, detector: Detector, colour_classifier: Colour
                     loaded.append((path, metadata, ImageOps.exif_transpose(raw).convert("RGB")))
             except OSError as err:
                 problems.append({"path": str(path), "reason": f"unreadable image: {err}"})
-        detections = detector.detect([image for _, _, image in loaded])
-        for (path, metadata, image), found in zip(loaded, detections, strict=True):
-            rows.append(score_image(image, found, metadata, colour_classifier, rules, filename=str(path)))
+        rows += score_images([image for _, _, image in loaded], [metadata for _, metadata, _ in loaded],
+                             [str(path) for path, _, _ in loaded], detector, colour_classifier, rules)
     return rows, problems

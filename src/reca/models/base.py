@@ -139,9 +139,17 @@ class UMMAdapter(nn.Module, abc.ABC):
     @classmethod
     @abc.abstractmethod
     def from_pretrained(
-        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False
+        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
+        dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
     ) -> UMMAdapter:
-        """Load from a local directory or a hub id (safetensors weights)."""
+        """Load from a local directory or a hub id (safetensors weights), every part in ``dtype``.
+
+        Weights are read straight into ``dtype`` (transformers and diffusers load
+        on the meta device first), so a bf16 checkpoint never passes through fp32.
+        ``attn_implementation`` is the transformers models' attention kernel;
+        adapters whose image block attends bidirectionally keep a kernel that
+        takes their 4D mask.
+        """
 
     @classmethod
     @abc.abstractmethod

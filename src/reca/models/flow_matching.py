@@ -254,18 +254,19 @@ class FlowMatchingAdapter(UMMAdapter):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False
+        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
+        dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
     ) -> FlowMatchingAdapter:
         root = _local_dir(path, revision)
         meta = _read_meta(root)
         vlm = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            root / VLM_DIR, dtype=torch.float32, trust_remote_code=trust_remote_code)
+            root / VLM_DIR, dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(root / VLM_DIR, trust_remote_code=trust_remote_code)
-        transformer = load_transformer(root / TRANSFORMER_DIR)
+        transformer = load_transformer(root / TRANSFORMER_DIR, dtype)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(root / SCHEDULER_DIR)
-        latents = load_latents(root, meta["latents"])
+        latents = load_latents(root, meta["latents"], dtype)
         config = ConnectorConfig.from_dict(meta["connector"])
-        queries, connector = _fresh_bridge(config, vlm)
+        queries, connector = (part.to(dtype) for part in _fresh_bridge(config, vlm))
         weights = root / WEIGHTS_FILE
         if weights.exists():
             state = load_file(str(weights))

@@ -65,7 +65,7 @@ def tiny_transformer(kind: Literal["sana", "pixart"], *, in_channels: int, sampl
     raise ValueError(f"unknown transformer kind {kind!r}; choose sana or pixart")
 
 
-def load_transformer(directory: str | Path) -> ModelMixin:
+def load_transformer(directory: str | Path, dtype: torch.dtype = torch.float32) -> ModelMixin:
     """Load a diffusers transformer directory (``config.json`` + safetensors) of a supported class."""
     config_path = Path(directory) / "config.json"
     if not config_path.exists():
@@ -75,7 +75,7 @@ def load_transformer(directory: str | Path) -> ModelMixin:
         raise ValueError(f"{config_path}: {name} is not supported as the flow-matching denoiser: {_REFUSED[name]}")
     if name not in TRANSFORMER_CLASSES:
         raise ValueError(f"{config_path}: unsupported transformer {name}; supported: {', '.join(TRANSFORMER_CLASSES)}")
-    return TRANSFORMER_CLASSES[name].from_pretrained(directory, torch_dtype=torch.float32)
+    return TRANSFORMER_CLASSES[name].from_pretrained(directory, torch_dtype=dtype)
 
 
 def caption_channels(transformer: ModelMixin) -> int:

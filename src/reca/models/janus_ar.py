@@ -189,10 +189,12 @@ class JanusARAdapter(UMMAdapter, LatentConditioned, TextAligned):
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False
+        cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
+        dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
     ) -> JanusARAdapter:
         model = JanusForConditionalGeneration.from_pretrained(
-            path, revision=revision, trust_remote_code=trust_remote_code, dtype=torch.float32
+            path, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
+            attn_implementation=attn_implementation,
         )
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
         marker = Path(path, ADAPTER_FILE)

@@ -241,7 +241,7 @@ def save_latents(latents: LatentTokenizer, directory: str | Path) -> dict[str, A
     return {"type": "vae", "image_size": latents.image_size}
 
 
-def load_latents(directory: str | Path, spec: dict[str, Any]) -> LatentTokenizer:
+def load_latents(directory: str | Path, spec: dict[str, Any], dtype: torch.dtype = torch.float32) -> LatentTokenizer:
     """The latent space a model directory describes (``spec`` comes from the adapter's JSON)."""
     kind = spec.get("type")
     if kind == "patch":
@@ -255,9 +255,9 @@ def load_latents(directory: str | Path, spec: dict[str, Any]) -> LatentTokenizer
     name = json.loads(config.read_text())["_class_name"]
     image_size = int(spec["image_size"])
     if name == "AutoencoderKL":
-        return AutoencoderKLTokenizer(AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32), image_size)
+        return AutoencoderKLTokenizer(AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dtype), image_size)
     if name == "AutoencoderDC":
-        return AutoencoderDCTokenizer(AutoencoderDC.from_pretrained(vae_dir, torch_dtype=torch.float32), image_size)
+        return AutoencoderDCTokenizer(AutoencoderDC.from_pretrained(vae_dir, torch_dtype=dtype), image_size)
     raise ValueError(f"{config}: unsupported VAE {name}; supported: AutoencoderKL, AutoencoderDC")
 
 

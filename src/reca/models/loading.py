@@ -21,12 +21,20 @@ from reca.models.registration import ADAPTER_FILE, write_adapter_file
 from reca.params import ModelParams
 
 
+def weights_dtype(model: ModelParams) -> torch.dtype:
+    """``model.dtype`` as a torch dtype; ``auto`` is bfloat16 where an accelerator is present, else float32."""
+    if model.dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, model.dtype)
+
+
 def load_model_dir(path: str | Path, model: ModelParams) -> UMMAdapter:
-    """Load a model directory written by an earlier stage."""
+    """Load a model directory written by an earlier stage, in ``model.dtype``."""
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: model directory not found; run the stage that writes it first")
-    return registry.load(path, adapter=model.adapter, trust_remote_code=model.trust_remote_code)
+    return registry.load(path, adapter=model.adapter, trust_remote_code=model.trust_remote_code,
+                         dtype=weights_dtype(model), attn_implementation=model.attn_implementation)
 
 
 def pass_through(source: str | Path, output_dir: str | Path, model: ModelParams) -> Path:
@@ -59,7 +67,8 @@ def initial_model(model: ModelParams, *, texts: Sequence[str], images: torch.Ten
     cls = registry.get(model.adapter)
     if model.pretrained is not None:
         return cls.from_pretrained(model.pretrained, revision=model.revision,
-                                   trust_remote_code=model.trust_remote_code)
+                                   trust_remote_code=model.trust_remote_code, dtype=weights_dtype(model),
+                                   attn_implementation=model.attn_implementation)
     if images is None:
         raise ValueError("building a model from scratch needs training images")
     return cls.build_from_scratch(model.tiny, texts=texts, images=images, seed=seed,

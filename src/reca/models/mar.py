@@ -130,12 +130,14 @@ class HarmonMARAdapter(ImageBlockLMAdapter):
 
     @classmethod
     def _from_parts(cls, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path,
-                    record: dict[str, Any], *, revision: str | None, trust_remote_code: bool) -> HarmonMARAdapter:
-        modules = MARModules.from_pretrained(path, subfolder=MODULES_DIR, revision=revision, low_cpu_mem_usage=False)
+                    record: dict[str, Any], *, revision: str | None, trust_remote_code: bool, dtype: torch.dtype
+                    ) -> HarmonMARAdapter:
+        modules = MARModules.from_pretrained(path, subfolder=MODULES_DIR, revision=revision, low_cpu_mem_usage=False,
+                                             torch_dtype=dtype)
         if "latents" not in record:
             raise FileNotFoundError(f"{Path(path, ADAPTER_FILE)} does not describe the latent space (`latents`); "
                                     "save the model with HarmonMARAdapter.save_pretrained")
-        return cls(llm, tokenizer, modules, load_latents(path, record["latents"]))
+        return cls(llm, tokenizer, modules, load_latents(path, record["latents"], dtype))
 
     def _save_parts(self, directory: Path) -> dict[str, Any]:
         self.mar.save_pretrained(directory / MODULES_DIR, safe_serialization=True)

@@ -140,17 +140,17 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
 
     @classmethod
     def _from_parts(cls, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path,
-                    record: dict[str, Any], *, revision: str | None, trust_remote_code: bool
+                    record: dict[str, Any], *, revision: str | None, trust_remote_code: bool, dtype: torch.dtype
                     ) -> ShowOMaskedAdapter:
         vision = AutoModel.from_pretrained(path, subfolder=ENCODER_DIR, revision=revision,
-                                           trust_remote_code=trust_remote_code, dtype=torch.float32)
+                                           trust_remote_code=trust_remote_code, dtype=dtype)
         modules = MaskedTokenModules.from_pretrained(path, subfolder=MODULES_DIR, revision=revision,
-                                                     low_cpu_mem_usage=False)
+                                                     low_cpu_mem_usage=False, torch_dtype=dtype)
         if record.get("image_tokenizer", "vq_model") == "patch_kmeans":
             tok: ImageTokenizer = PatchKMeansTokenizer.load(path)
         else:
             tok = VQModelTokenizer(VQModel.from_pretrained(path, subfolder=VQ_DIR, revision=revision,
-                                                           low_cpu_mem_usage=False))
+                                                           low_cpu_mem_usage=False, torch_dtype=dtype))
         return cls(llm, tokenizer, vision, modules, tok)
 
     def _save_parts(self, directory: Path) -> dict[str, Any]:

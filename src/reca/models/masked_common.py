@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,11 @@ from reca.models.conditioning import (
     splice_image_embeddings,
 )
 from reca.models.registration import ADAPTER_FILE, write_adapter_file
+
+log = logging.getLogger(__name__)
+#: attention kernels that take a prepared 4D mask (the bidirectional image block)
+BLOCK_MASK_KERNELS = ("sdpa", "eager")
+
 
 # ------------------------------------------------------------------ schedules
 
@@ -125,7 +131,7 @@ class ImageBlockLMAdapter(UMMAdapter):
             raise ValueError(f"tokenizer has no {tt.BOI} token; add it as a special token")
         self.boi_id = int(boi)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if llm.config._attn_implementation not in ("sdpa", "eager"):
+        if llm.config._attn_implementation not in BLOCK_MASK_KERNELS:
             # Flash kernels take no arbitrary mask: the image block would silently turn causal.
             llm.set_attn_implementation("sdpa")
 
@@ -166,20 +172,27 @@ class ImageBlockLMAdapter(UMMAdapter):
 
     # ----------------------------------------------------------- save and load
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False
+    def from_pretrained(cls, path: str | Path, *, revision: str | None = None, trust_remote_code: bool = False,
+                        dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
                         ) -> ImageBlockLMAdapter:
         """Load the LLM and tokenizer at the top of ``path``, then the adapter's own parts in subfolders."""
+        if attn_implementation not in BLOCK_MASK_KERNELS:
+            # Flash kernels take no arbitrary mask: the image block would silently turn causal.
+            log.warning("attn_implementation %s cannot take the bidirectional image-block mask of %s; using sdpa",
+                        attn_implementation, cls.name)
+            attn_implementation = "sdpa"
         llm = AutoModelForCausalLM.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
-                                                   dtype=torch.float32, attn_implementation="sdpa")
+                                                   dtype=dtype, attn_implementation=attn_implementation)
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
         marker = Path(path, ADAPTER_FILE)
         record = json.loads(marker.read_text()) if marker.exists() else {}
-        return cls._from_parts(llm, tokenizer, path, record, revision=revision, trust_remote_code=trust_remote_code)
+        return cls._from_parts(llm, tokenizer, path, record, revision=revision, trust_remote_code=trust_remote_code,
+                               dtype=dtype)
 
     @classmethod
     @abc.abstractmethod
     def _from_parts(cls, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path,
-                    record: dict[str, Any], *, revision: str | None, trust_remote_code: bool
+                    record: dict[str, Any], *, revision: str | None, trust_remote_code: bool, dtype: torch.dtype
                     ) -> ImageBlockLMAdapter:
         """Load the parts :meth:`_save_parts` wrote (``record`` is the saved adapter file, if any)."""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from reca.models.base import UMMAdapter
 from reca.models.registration import ADAPTER_FILE, REGISTERED
 
@@ -34,7 +36,8 @@ def get(name: str) -> type[UMMAdapter]:
 
 
 def load(
-    path: str | Path, *, adapter: str | None = None, revision: str | None = None, trust_remote_code: bool = False
+    path: str | Path, *, adapter: str | None = None, revision: str | None = None, trust_remote_code: bool = False,
+    dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa",
 ) -> UMMAdapter:
     """Load a model directory (or hub id) with the adapter it was saved by, or ``adapter``."""
     marker = Path(path, ADAPTER_FILE)
@@ -44,4 +47,5 @@ def load(
                 f"{marker} not found: pass the adapter name explicitly (model.adapter in params.yaml)"
             )
         adapter = json.loads(marker.read_text())["adapter"]
-    return get(adapter).from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    return get(adapter).from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype,
+                                        attn_implementation=attn_implementation)

@@ -15,6 +15,14 @@
 Everything goes through the adapter protocol (``generate``, ``embed_images``),
 so it works for every registered adapter.
 
+The model, detector and colour classifier run on the process's accelerator.
+With ``evaluate.processes`` > 1 (``reca evaluate`` relaunches itself as
+`train` does) each process generates, scores and reconstructs whole batches,
+dealt out round-robin; a batch's noise is seeded by its index, never by the
+rank, and batches keep the composition one process gives them, so rank 0
+merges exactly the images, rows and metrics of one process, and writes every
+output.
+
 Outputs: ``metrics.json`` (DVC metrics), the per-task bar chart PNG and its
 data table (DVC plots), and in the report directory the comparison table
 (``comparison.md``), sample grids, the prompts used, each model's GenEval
@@ -34,12 +42,13 @@ from tqdm import tqdm
 
 from reca.data.dataset import ImageTable
 from reca.data.transforms import degrade, resize, to_pil, to_tensor
+from reca.distributed import Workers, join_workers
 from reca.evaluation.colour_classifier import ClipColourClassifier
 from reca.evaluation.comparison_report import bar_chart, markdown_table, plot_rows
 from reca.evaluation.detectors import Mask2FormerDetector
 from reca.evaluation.fidelity import embedding_cosine, psnr, ssim
 from reca.evaluation.geneval import ColourClassifier, Detector, GenEvalRules, summarize
-from reca.evaluation.geneval_folder import score_folder, write_folder
+from reca.evaluation.geneval_folder import sample_path, score_images, write_folder
 from reca.evaluation.geneval_prompts import (
     create_prompts,
     load_metadata,
@@ -66,9 +75,10 @@ DETECTORS = ("shapeworld", "mask2former")
 COLOUR_CLASSIFIERS = ("palette", "clip")
 
 
-def _generator(seed: int, batch: int) -> torch.Generator:
-    # One generator per (seed, batch index): every model samples with the same noise stream.
-    return torch.Generator().manual_seed(seed * 100_003 + batch)
+def _generator(seed: int, batch: int, device: torch.device | str = "cpu") -> torch.Generator:
+    # One generator per (seed, batch index): every model, on whichever rank draws the batch, samples with
+    # the same noise stream (on the model's device: CUDA noise differs from CPU noise, but not between ranks).
+    return torch.Generator(device=device).manual_seed(seed * 100_003 + batch)
 
 
 def build_prompts(params: EvaluateParams) -> list[dict[str, Any]]:
@@ -87,52 +97,64 @@ def rules_of(params: EvaluateParams) -> GenEvalRules:
 
 
 def build_detector(name: str, *, colours: Sequence[str], classes: Sequence[str], path: str | None = None,
-                   revision: str | None = None, trust_remote_code: bool = False) -> Detector:
+                   revision: str | None = None, trust_remote_code: bool = False,
+                   device: torch.device | str = "cpu") -> Detector:
     """The detector called ``name`` (one of :data:`DETECTORS`): the world's exact one, or Mask2Former."""
     if name == "shapeworld":
         return ShapeWorldDetector(colours, classes)
     if name == "mask2former":
         if not path:
             raise ValueError("the mask2former detector needs evaluate.detector_path (a local dir or hub id)")
-        return Mask2FormerDetector.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        return Mask2FormerDetector.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                                   device=device)
     raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
 
 
 def build_colour_classifier(name: str, *, colours: Sequence[str], path: str | None = None,
-                            revision: str | None = None, trust_remote_code: bool = False) -> ColourClassifier:
+                            revision: str | None = None, trust_remote_code: bool = False,
+                            device: torch.device | str = "cpu") -> ColourClassifier:
     """The colour classifier called ``name`` (one of :data:`COLOUR_CLASSIFIERS`): the world's palette, or CLIP."""
     if name == "palette":
         return PaletteColourClassifier(colours)
     if name == "clip":
         if not path:
             raise ValueError("the clip colour classifier needs evaluate.clip_path (a local dir or hub id)")
-        return ClipColourClassifier.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        return ClipColourClassifier.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code,
+                                                    device=device)
     raise ValueError(f"unknown colour classifier {name!r}; known: {', '.join(COLOUR_CLASSIFIERS)}")
 
 
-def build_scorer(params: EvaluateParams, model: ModelParams | None = None) -> tuple[Any, Any, GenEvalRules]:
-    """(detector, colour classifier, rules) as the ``evaluate`` section says."""
+def build_scorer(params: EvaluateParams, model: ModelParams | None = None, device: torch.device | str = "cpu"
+                 ) -> tuple[Any, Any, GenEvalRules]:
+    """(detector, colour classifier, rules) as the ``evaluate`` section says, the learned ones on ``device``."""
     trust = bool(model and model.trust_remote_code)
     detector = build_detector(params.detector, colours=params.colours, classes=params.classes,
-                              path=params.detector_path, trust_remote_code=trust)
+                              path=params.detector_path, trust_remote_code=trust, device=device)
     colours = build_colour_classifier(params.colour_classifier, colours=params.colours, path=params.clip_path,
-                                      trust_remote_code=trust)
+                                      trust_remote_code=trust, device=device)
     return detector, colours, rules_of(params)
 
 
-def generate_images(adapter: UMMAdapter, prompts: list[dict[str, Any]], params: EvaluateParams
-                    ) -> list[list[Image.Image]]:
-    """``samples_per_prompt`` text-to-image samples per prompt, batch by batch with seeded noise."""
+def t2i_batches(prompts: list[dict[str, Any]], params: EvaluateParams) -> list[list[tuple[int, int]]]:
+    """``(prompt, sample)`` index pairs in prompt then sample order, cut into ``batch_size`` batches.
+
+    A batch is the unit of work a rank takes and the unit its noise is seeded by.
+    """
     jobs = [(i, s) for i in range(len(prompts)) for s in range(params.samples_per_prompt)]
-    images: list[list[Image.Image]] = [[] for _ in prompts]
-    for b, start in enumerate(tqdm(range(0, len(jobs), params.batch_size), desc=f"t2i {adapter.name}",
-                                   unit="batch")):
-        chunk = jobs[start : start + params.batch_size]
-        out = adapter.generate(Condition(texts=[prompts[i]["prompt"] for i, _ in chunk]),
+    return [jobs[start : start + params.batch_size] for start in range(0, len(jobs), params.batch_size)]
+
+
+def generate_images(adapter: UMMAdapter, prompts: list[dict[str, Any]], params: EvaluateParams,
+                    workers: Workers | None = None) -> dict[int, list[Image.Image]]:
+    """Text-to-image samples of this rank's batches (:func:`t2i_batches`): ``{batch index: its images}``."""
+    workers = workers or Workers()
+    batches = t2i_batches(prompts, params)
+    images: dict[int, list[Image.Image]] = {}
+    for b in tqdm(workers.share(len(batches)), desc=f"t2i {adapter.name}", unit="batch", disable=not workers.is_main):
+        out = adapter.generate(Condition(texts=[prompts[i]["prompt"] for i, _ in batches[b]]),
                                guidance_scale=params.guidance_scale, temperature=params.temperature,
-                               generator=_generator(params.seed, b))
-        for (i, _), pixels in zip(chunk, out, strict=True):
-            images[i].append(to_pil(pixels))
+                               generator=_generator(params.seed, b, workers.device))
+        images[b] = [to_pil(pixels) for pixels in out]
     return images
 
 
@@ -158,40 +180,74 @@ def _understanding_copy(image: Image.Image, settings: dict[str, Any], size: int)
                              float(settings.get("downup_factor", 1.0))))
 
 
-def reconstruction_scores(adapter: UMMAdapter, heldout: ImageTable, params: EvaluateParams,
-                          degrade_settings: dict[str, Any]) -> tuple[dict[str, float], list[Any], list[Any]]:
-    """PSNR, SSIM and h_v cosine of images generated from ``h_v`` of held-out images; (metrics, inputs, outputs)."""
+def reconstruction_batches(adapter: UMMAdapter, heldout: ImageTable, params: EvaluateParams,
+                           degrade_settings: dict[str, Any], workers: Workers | None = None
+                           ) -> dict[int, dict[str, Any]]:
+    """Held-out images regenerated from their ``h_v``, for this rank's batches of the first ``n_reconstruction``.
+
+    Returns ``{batch index: {"psnr", "ssim", "cosine": per-image tensors, "inputs", "outputs": images}}``.
+    """
+    workers = workers or Workers()
+    device = workers.device
     n = min(params.n_reconstruction, len(heldout))
-    psnrs, ssims, cosines, inputs, outputs = [], [], [], [], []
-    for b, start in enumerate(range(0, n, params.batch_size)):
-        idx = list(range(start, min(start + params.batch_size, n)))
-        h_v = adapter.embed_images(heldout.pixels(idx, "understanding"))
-        target = heldout.pixels(idx, "generation")
+    starts = range(0, n, params.batch_size)
+    parts: dict[int, dict[str, Any]] = {}
+    for b in workers.share(len(starts)):
+        idx = list(range(starts[b], min(starts[b] + params.batch_size, n)))
+        h_v = adapter.embed_images(heldout.pixels(idx, "understanding").to(device))
+        target = heldout.pixels(idx, "generation").to(device)
         out = adapter.generate(Condition(texts=[EVAL_TEMPLATE] * len(idx), image_embeddings=h_v),
                                guidance_scale=params.guidance_scale, temperature=params.temperature,
-                               generator=_generator(params.seed + 1, b))
-        psnrs.append(psnr(out, target))
-        ssims.append(ssim(out, target))
+                               generator=_generator(params.seed + 1, b, device))
         recon = [to_pil(o) for o in out]
         again = torch.stack([_understanding_copy(r, degrade_settings, adapter.understanding_size) for r in recon])
-        cosines.append(embedding_cosine(h_v, adapter.embed_images(again)))
-        inputs += [to_pil(t) for t in target]
-        outputs += recon
-    if not psnrs:
+        parts[b] = {"psnr": psnr(out, target).cpu(), "ssim": ssim(out, target).cpu(),
+                    "cosine": embedding_cosine(h_v, adapter.embed_images(again.to(device))).cpu(),
+                    "inputs": [to_pil(t) for t in target], "outputs": recon}
+    return parts
+
+
+def fidelity_scores(batches: list[dict[str, Any]]) -> tuple[dict[str, float], list[Any], list[Any]]:
+    """PSNR, SSIM and h_v cosine over every reconstruction batch, in order; (metrics, inputs, outputs)."""
+    if not batches:
         return {}, [], []
-    return ({"recon_psnr": torch.cat(psnrs).mean().item(), "recon_ssim": torch.cat(ssims).mean().item(),
-             "recon_hv_cosine": torch.cat(cosines).mean().item()}, inputs, outputs)
+    mean = {name: torch.cat([part[name] for part in batches]).mean().item() for name in ("psnr", "ssim", "cosine")}
+    return ({"recon_psnr": mean["psnr"], "recon_ssim": mean["ssim"], "recon_hv_cosine": mean["cosine"]},
+            [image for part in batches for image in part["inputs"]],
+            [image for part in batches for image in part["outputs"]])
 
 
-def score_model_images(name: str, prompts: list[dict[str, Any]], images: list[list[Image.Image]],
-                       report_dir: Path, scorer: tuple[Any, Any, GenEvalRules], params: EvaluateParams
-                       ) -> tuple[dict[str, float], list[dict[str, Any]], list[dict[str, str]]]:
-    """Write one model's images as a GenEval folder, score it; return (metrics, rows, problems)."""
-    folder = write_folder(report_dir / name / "geneval", prompts, images)
+def score_batches(images: dict[int, list[Image.Image]], prompts: list[dict[str, Any]], params: EvaluateParams,
+                  folder: Path, scorer: tuple[Any, Any, GenEvalRules]) -> dict[int, list[dict[str, Any]]]:
+    """GenEval result rows of generated batches (``{batch index: images}``), named as in the GenEval ``folder``."""
+    batches = t2i_batches(prompts, params)
     detector, colours, rules = scorer
-    rows, problems = score_folder(folder, detector, colours, rules, batch_size=params.batch_size)
-    write_jsonl(report_dir / name / "results.jsonl", rows)
-    return {**summarize(rows), **colour_bias_scores(rows, prompts, params.usual_colours)}, rows, problems
+    return {b: score_images(batch, [prompts[i] for i, _ in batches[b]],
+                            [str(sample_path(folder, i, s)) for i, s in batches[b]], detector, colours, rules)
+            for b, batch in images.items()}
+
+
+def _evaluate_model(adapter: UMMAdapter, prompts: list[dict[str, Any]], heldout: ImageTable,
+                    params: EvaluateParams, degrade_settings: dict[str, Any], folder: Path,
+                    scorer: tuple[Any, Any, GenEvalRules], workers: Workers) -> tuple[Any, ...] | None:
+    """This rank's share of one model's work, merged on rank 0; None on the other ranks.
+
+    Returns:
+        ``(images per prompt, result rows, fidelity metrics, reconstruction inputs, reconstructions)``.
+    """
+    with torch.no_grad():
+        images = generate_images(adapter, prompts, params, workers)
+        rows = score_batches(images, prompts, params, folder, scorer)
+        recon = reconstruction_batches(adapter, heldout, params, degrade_settings, workers)
+    t2i = workers.gather({b: (images[b], rows[b]) for b in images})
+    recon_parts = workers.gather(recon)
+    if t2i is None:
+        return None
+    jobs = [job for batch in t2i_batches(prompts, params) for job in batch]
+    per_prompt: list[list[Image.Image]] = [[] for _ in prompts]
+    for (i, _), image in zip(jobs, [image for batch, _ in t2i for image in batch], strict=True):
+        per_prompt[i].append(image)
+    return per_prompt, [row for _, batch_rows in t2i for row in batch_rows], *fidelity_scores(recon_parts)
 
 
 def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, models: dict[str, str | Path],
@@ -215,26 +271,30 @@ def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, mo
     """
     if not models:
         raise ValueError("no models to evaluate")
+    workers = join_workers()
     tracker.log_params(flatten(params, "evaluate"))
     prompts = build_prompts(params)
-    scorer = build_scorer(params, model)
+    scorer = build_scorer(params, model, workers.device)
     heldout = ImageTable.from_manifest(degraded_dir, "heldout")
     record = Path(degraded_dir) / DEGRADE_RECORD
     degrade_settings = read_json(record) if record.exists() else {}
     report_dir = Path(report_dir)
-    write_metadata(report_dir / "evaluation_metadata.jsonl", prompts)
+    if workers.is_main:
+        write_metadata(report_dir / "evaluation_metadata.jsonl", prompts)
     metrics: dict[str, Any] = {}
     t2i_images: dict[str, list[list[Image.Image]]] = {}
     recon: dict[str, list[Any]] = {}
-    problems: list[dict[str, str]] = []
     for name, directory in models.items():
-        adapter = load_model_dir(directory, model).eval()
-        with torch.no_grad():
-            images = generate_images(adapter, prompts, params)
-            fidelity, recon_in, recon_out = reconstruction_scores(adapter, heldout, params, degrade_settings)
-        scores, _, bad = score_model_images(name, prompts, images, report_dir, scorer, params)
-        problems += [{**p, "model": name} for p in bad]
-        metrics[name] = {**scores, **fidelity}
+        adapter = load_model_dir(directory, model).eval().to(workers.device)
+        folder = report_dir / name / "geneval"
+        merged = _evaluate_model(adapter, prompts, heldout, params, degrade_settings, folder, scorer, workers)
+        del adapter
+        if merged is None:  # not rank 0: its batches went to rank 0
+            continue
+        images, rows, fidelity, recon_in, recon_out = merged
+        write_folder(folder, prompts, images)
+        write_jsonl(report_dir / name / "results.jsonl", rows)
+        metrics[name] = {**summarize(rows), **colour_bias_scores(rows, prompts, params.usual_colours), **fidelity}
         t2i_images[name] = images
         recon[name] = recon_out
         recon["input"] = recon_in
@@ -243,14 +303,14 @@ def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, mo
             # The registered model version (if `train` registered this directory) carries its scores.
             tag_version_with_metrics(directory, {k: v for k, v in metrics[name].items()
                                                  if isinstance(v, (int, float))})
+    if not workers.is_main:
+        return {"rank": workers.rank, "processes": workers.world_size}
     names = list(models)
     if len(names) == 2:
         a, b = names
         metrics["delta"] = {k: metrics[b][k] - metrics[a][k] for k in metrics[a]
                             if k in metrics[b] and not k.endswith("_images")}
     write_json(metrics_path, metrics)
-    if problems:
-        write_jsonl(report_dir / "problems.jsonl", problems)
     with atomic_path(report_dir / "comparison.md") as tmp:
         tmp.write_text(markdown_table(metrics, names), encoding="utf-8")
     plot_data_path = Path(plot_data_path or Path(metrics_path).with_name("per_task.json"))

@@ -1,11 +1,11 @@
-"""Relaunching `reca sft` / `reca train` across processes and nodes.
+"""Relaunching `reca sft` / `reca train` / `reca embed` / `reca evaluate` across processes and nodes.
 
 When a stage's params ask for more than one process (``processes``) or give a
 ``hostfile``, the command the user (or DVC) ran becomes a launcher: it
 re-executes the same ``reca <stage> ...`` command under ``torchrun`` (one
 node) or the ``deepspeed`` launcher (one or many nodes, hostfile), then waits.
-The launched workers see ``RANK``/``WORLD_SIZE`` and train; they never launch
-again. The launcher owns the MLflow run and hands its id to the workers
+The launched workers see ``RANK``/``WORLD_SIZE`` and train (or each take
+their share of the stage's work); they never launch again. The launcher owns the MLflow run and hands its id to the workers
 through the environment, so rank 0 logs into it.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from reca.distributed import started_by_launcher
-from reca.params import OptimParams
+from reca.params import LaunchParams
 from reca.tracking.mlflow_run import STAGE_RUN_ENV
 
 WORKER_ENV = "RECA_LAUNCHED"
@@ -34,7 +34,7 @@ def inside_launched_worker() -> bool:
     return os.environ.get(WORKER_ENV) == "1" or started_by_launcher()
 
 
-def needs_launch(optim: OptimParams) -> bool:
+def needs_launch(optim: LaunchParams) -> bool:
     """Whether this invocation must relaunch itself across processes."""
     return (optim.processes > 1 or optim.hostfile is not None) and not inside_launched_worker()
 
@@ -48,7 +48,7 @@ def _executable(name: str) -> str:
     return found
 
 
-def launch_command(optim: OptimParams, stage_argv: Sequence[str], *, master_port: int | None = None) -> list[str]:
+def launch_command(optim: LaunchParams, stage_argv: Sequence[str], *, master_port: int | None = None) -> list[str]:
     """The command that runs ``reca <stage_argv>`` under the configured launcher."""
     if optim.launcher == "torchrun":
         rendezvous = (["--standalone"] if master_port is None

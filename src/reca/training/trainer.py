@@ -67,6 +67,19 @@ def _any_rank(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def check_weights_dtype(objective: torch.nn.Module, ds_config: dict[str, Any]) -> None:
+    """Refuse half-precision trainable weights without DeepSpeed's bf16 mode.
+
+    With ``bf16`` enabled DeepSpeed keeps fp32 master weights and optimizer
+    states; without it, AdamW would update bf16 weights directly and small
+    updates would round away.
+    """
+    half = {p.dtype for p in objective.parameters() if p.requires_grad} - {torch.float32}
+    if half and not ds_config.get("bf16", {}).get("enabled"):
+        raise ValueError(f"trainable weights are {sorted(map(str, half))} but training runs in fp32: set the stage's "
+                         "precision: bf16 (fp32 master weights), or model.dtype: float32")
+
+
 class Trainer:
     """Runs ``optim.steps`` optimiser steps of the objective on batches from ``planner``."""
 
@@ -115,6 +128,7 @@ class Trainer:
         from reca.training.safetensors_checkpoint_engine import SafetensorsCheckpointEngine
 
         self.ds_config = build_config(self.optim, on_cpu=on_cpu, world_size=self.world_size, root=self.root)
+        check_weights_dtype(self.objective, self.ds_config)
         optimizer = torch.optim.AdamW(
             _param_groups(self.objective, self.optim.weight_decay), lr=self.optim.lr, betas=self.optim.betas
         )
@@ -133,8 +147,11 @@ class Trainer:
             # an optimiser step, so the first step would not train: put it at step 0.
             scheduler.step(0)
         if (self.checkpoint_dir / "latest").exists():
+            # Frozen weights are not in the checkpoint (see save_checkpoint): they come from the model
+            # the stage loaded, so the module load is not strict about them.
             _, client_state = self.engine.load_checkpoint(
-                str(self.checkpoint_dir), load_optimizer_states=True, load_lr_scheduler_states=True
+                str(self.checkpoint_dir), load_optimizer_states=True, load_lr_scheduler_states=True,
+                load_module_strict=False,
             )
             self.step = int(client_state["step"])
             self.skipped_steps = int(client_state.get("skipped_steps", 0))
@@ -259,15 +276,21 @@ class Trainer:
             self.objective.adapter.save_pretrained(directory)
 
     def save_checkpoint(self) -> Path:
-        """Save a resumable checkpoint (every rank) plus an HF export (rank 0); prune old ones."""
+        """Save a resumable checkpoint (every rank); prune old ones.
+
+        Each weight is written once: the trainable ones with their optimizer
+        state, the frozen ones not at all (the stage's input model holds them,
+        and a 7B model's frozen encoder need not be copied every
+        ``checkpoint_every`` steps). Loadable HF exports are the milestones and
+        the stage's output.
+        """
         tag = f"{TAG_PREFIX}{self.step:07d}"
         client_state = {"step": self.step, "skipped_steps": self.skipped_steps}
         if self.copy_monitor is not None and self.copy_monitor.baseline is not None:
             client_state["copy_baseline"] = self.copy_monitor.baseline
         # Every rank must call save_checkpoint: each writes its own ZeRO partition.
         self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state=client_state,
-                                    save_latest=False)
-        self._export_hf(self.checkpoint_dir / tag / "hf")
+                                    save_latest=False, exclude_frozen_parameters=True)
         barrier()
         if is_rank_zero():
             write_text(self.checkpoint_dir / "latest", tag)
