@@ -81,3 +81,34 @@ def test_sigkill_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert (a[key] - b[key]).abs().max().item() <= 1e-6, key
+
+
+def _reports(out: Path, kind: str, nproc: int) -> list:
+    return [json.loads((out / f"{kind}_rank{r}.json").read_text()) for r in range(nproc)]
+
+
+def test_zero3_loads_a_saved_model_into_partitions_with_the_frozen_parts_whole_in_bf16(tmp_path,
+                                                                                      single_process_curve):
+    losses = _run(["--batch", "8", "--steps", "5", "--zero", "3", "--load-saved", "--precision", "bf16"], tmp_path)
+    (report,) = _reports(tmp_path, "partitions", 1)
+    # every trained parameter was built inside zero.Init; the frozen parts came back out whole ...
+    assert report["trained_partitioned"] == report["trained_count"] > 0
+    assert report["frozen_partitioned"] == 0
+    # ... and outside the engine they were cast to its compute dtype by themselves
+    assert _reports(tmp_path, "frozen_dtypes", 1) == [["torch.bfloat16"]]
+    # bf16 compute: the fp32 curve to bf16's precision, not to the all-reduce's
+    _close(losses, single_process_curve, tol=5e-3)
+
+
+@pytest.mark.slow
+def test_zero3_two_ranks_each_load_half_of_the_trained_weights_and_match_one_process(tmp_path,
+                                                                                     single_process_curve):
+    losses = _run(["--batch", "4", "--steps", "5", "--zero", "3", "--load-saved"], tmp_path, nproc=2)
+    _close(losses, single_process_curve)
+    reports = _reports(tmp_path, "partitions", 2)
+    for report in reports:
+        assert report["trained_partitioned"] == report["trained_count"] > 0
+        # ZeRO-3 pads each parameter to a multiple of the world size: at most one element each
+        assert report["trained_local_numel"] * 2 <= report["trained_full_numel"] + 2 * report["trained_count"]
+        assert report["frozen_partitioned"] == 0
+    assert reports[0]["frozen_digest"] == reports[1]["frozen_digest"]

@@ -33,6 +33,7 @@ from reca.training.runs import (
     checkpoint_dir,
     continued_run_inputs,
     degraded_digest,
+    load_for_training,
     plan_batches,
     run_training,
 )
@@ -53,12 +54,9 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
     # The vocabulary must cover every text the model will ever read: captions,
     # the reconstruction templates RecA draws from, and captioning instructions.
     texts = [*captioned.captions(range(len(captioned))), *templates, *CAPTION_INSTRUCTIONS]
-    adapter = initial_model(
-        model,
-        texts=texts,
-        images=captioned.pixels(range(len(captioned)), "generation"),
-        seed=params.seed,
-    )
+    images = captioned.pixels(range(len(captioned)), "generation")
+    adapter = load_for_training(lambda: initial_model(model, texts=texts, images=images, seed=params.seed),
+                                params, params.freeze)
     inputs = {"degraded": degraded_digest(degraded_dir), "model": model.model_dump_json()}
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "sft", root, templates)
 
@@ -76,7 +74,7 @@ def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path
         if registered is not None:  # the same weights: evaluate tags the version `train` registered
             write_pointer(output_dir, registered)
         return {"passed_through": str(model_dir)}
-    adapter = load_model_dir(model_dir, model)
+    adapter = load_for_training(lambda: load_model_dir(model_dir, model), params, params.freeze)
     inputs = continued_run_inputs(degraded_dir, model_dir, model)
     # The final model is a new version of the model `train` registered.
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "post_sft", root, templates,
@@ -87,8 +85,7 @@ def _train_sft(adapter: UMMAdapter, params: SFTObjectiveParams, captioned: Image
                output_dir: str | Path, tracker: StageRun, stage: str, root: str | Path, templates: Sequence[str],
                registered_model: str | None = None) -> dict[str, Any]:
     """The SFT objective (t2i + i2t, optionally reconstruction and alignment, on the captioned split) on
-    ``adapter``, resumable under ``checkpoints/<stage>``."""
-    adapter.set_frozen(params.freeze)
+    ``adapter`` (loaded by :func:`load_for_training`, its parts frozen), resumable under ``checkpoints/<stage>``."""
     objective = SFTObjective(adapter, lambda_reca=params.lambda_reca, lambda_i2t=params.lambda_i2t,
                              lambda_t2i=params.lambda_t2i, lambda_align=params.lambda_align, align_at=params.align_at)
     # Reconstruction templates enter an SFT batch only for the terms that read them.

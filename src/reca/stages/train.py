@@ -23,15 +23,20 @@ from reca.objectives.templates import TemplateBank, load_templates
 from reca.params import ModelParams, ParamsError, TrainParams, flatten
 from reca.stage_files import DEGRADE_RECORD
 from reca.tracking.mlflow_run import StageRun
-from reca.training.runs import checkpoint_dir, continued_run_inputs, plan_batches, run_training
+from reca.training.runs import (
+    checkpoint_dir,
+    continued_run_inputs,
+    load_for_training,
+    plan_batches,
+    run_training,
+)
 
 
 def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model_dir: str | Path,
         embeddings_dir: str | Path, output_dir: str | Path, tracker: StageRun,
         root: str | Path = ".") -> dict[str, Any]:
     """RecA-train the model in ``model_dir``; write the result to ``output_dir``."""
-    adapter = load_model_dir(model_dir, model)
-    adapter.set_frozen(params.freeze)
+    adapter = load_for_training(lambda: load_model_dir(model_dir, model), params, params.freeze)
     templates = load_templates(params.template_file)
     _check_model_reads(adapter, templates, params.template_file)
     unlabeled = ImageTable.from_manifest(degraded_dir, "unlabeled") if params.lambda_reca > 0 else None

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reca.distributed import init_distributed
+from reca.distributed import accelerator, init_distributed
+from reca.models.base import UMMAdapter
 from reca.objectives.reca import RecAObjective
 from reca.objectives.templates import CAPTION_INSTRUCTIONS
 from reca.params import ModelParams, OptimParams, flatten
 from reca.stage_files import DEGRADE_RECORD, DEGRADED_MANIFEST
 from reca.tracking.mlflow_run import StageRun
 from reca.training.batches import BatchPlanner
+from reca.training.deepspeed_setup import build_config
 from reca.training.registration import register, write_pointer
 from reca.training.trainer import Trainer
+from reca.training.zero3 import full_numel, partitioned_loading, unpartition
 
 
 def file_digest(path: str | Path) -> str:
@@ -66,6 +70,27 @@ def continued_run_inputs(degraded_dir: str | Path, model_dir: str | Path, model:
     }
 
 
+def load_for_training(load: Callable[[], UMMAdapter], optim: OptimParams, freeze: Sequence[str]) -> UMMAdapter:
+    """The model a training stage starts from, with ``freeze``'s parts frozen.
+
+    Under ZeRO-3 the transformers models inside it load straight into
+    partitions (:mod:`reca.training.zero3`), and the frozen parts come back out
+    whole on every rank before anything (the cache key's fingerprint) reads
+    them. Other stages load as usual.
+    """
+    if optim.zero_stage == 3:
+        _, world_size = init_distributed()  # zero.Init partitions over the process group
+        # the engine's own config (the trainer builds it the same way, from the working directory)
+        with partitioned_loading(build_config(optim, on_cpu=accelerator() == "cpu", world_size=world_size)):
+            adapter = load()
+    else:
+        adapter = load()
+    adapter.set_frozen(freeze)
+    parts = adapter.parts()
+    unpartition(parts[name] for name in freeze)
+    return adapter
+
+
 def plan_batches(optim: OptimParams, **data: Any) -> BatchPlanner:
     """Join (or start) the process group and plan this rank's batches of ``data`` (BatchPlanner's splits)."""
     rank, world_size = init_distributed()
@@ -103,7 +128,7 @@ def run_training(
     trainer.setup()
     tracker.log_params({"deepspeed.config": json.dumps(trainer.ds_config),
                         "deepspeed.world_size": trainer.world_size,
-                        "trainable_parameters": sum(p.numel() for p in objective.adapter.trainable_parameters())})
+                        "trainable_parameters": sum(full_numel(p) for p in objective.adapter.trainable_parameters())})
     if trainer.step:
         tracker.set_tags({"reca.resumed_from_step": str(trainer.step)})
     final = trainer.train()

@@ -26,6 +26,7 @@ from reca.objectives.reca import RecAObjective
 from reca.params import OptimParams
 from reca.training.batches import BatchPlanner
 from reca.training.monitors import TokenCopyingMonitor, peak_memory_mb
+from reca.training.zero3 import full_ndim, place_frozen
 
 LogFn = Callable[[int, dict[str, float]], None]
 Terms = dict[str, "torch.Tensor | float"]
@@ -42,8 +43,8 @@ def _param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str
     # No decay on biases and norm weights (1-D parameters), as is standard for transformers.
     decay, no_decay = [], []
     for p in module.parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
+        if p.requires_grad:  # by the whole parameter's shape: a ZeRO-3 partition is 1-D
+            (decay if full_ndim(p) >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -137,9 +138,10 @@ class Trainer:
         self.frozen = FrozenOutsideZero3(self.objective, frozen, zero_stage=self.optim.zero_stage)
         self.frozen.detach()
         self.engine, _, _, _ = deepspeed.initialize(model=self.objective, optimizer=optimizer, config=self.ds_config)
-        if not on_cpu:
-            for module in frozen:
-                module.to(self.engine.device)
+        if self.frozen.slots:
+            # Outside the engine, nothing casts or places them: match the engine's compute dtype and device.
+            bf16 = self.ds_config["bf16"]["enabled"]
+            place_frozen(frozen, dtype=torch.bfloat16 if bf16 else None, device=self.engine.device)
         self.engine.checkpoint_engine = SafetensorsCheckpointEngine()
         scheduler = self.engine.lr_scheduler
         if scheduler is not None and getattr(scheduler, "last_batch_iteration", 0) < 0:
