@@ -132,7 +132,7 @@ class HarmonMARAdapter(ImageBlockLMAdapter):
     def _from_parts(cls, llm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path,
                     record: dict[str, Any], *, revision: str | None, trust_remote_code: bool, dtype: torch.dtype
                     ) -> HarmonMARAdapter:
-        modules = MARModules.from_pretrained(path, subfolder=MODULES_DIR, revision=revision, low_cpu_mem_usage=False,
+        modules = MARModules.from_pretrained(path, subfolder=MODULES_DIR, revision=revision, low_cpu_mem_usage=True,
                                              torch_dtype=dtype)
         if "latents" not in record:
             raise FileNotFoundError(f"{Path(path, ADAPTER_FILE)} does not describe the latent space (`latents`); "

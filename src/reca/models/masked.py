@@ -145,12 +145,12 @@ class ShowOMaskedAdapter(ImageBlockLMAdapter, LatentConditioned):
         vision = AutoModel.from_pretrained(path, subfolder=ENCODER_DIR, revision=revision,
                                            trust_remote_code=trust_remote_code, dtype=dtype)
         modules = MaskedTokenModules.from_pretrained(path, subfolder=MODULES_DIR, revision=revision,
-                                                     low_cpu_mem_usage=False, torch_dtype=dtype)
+                                                     low_cpu_mem_usage=True, torch_dtype=dtype)
         if record.get("image_tokenizer", "vq_model") == "patch_kmeans":
             tok: ImageTokenizer = PatchKMeansTokenizer.load(path)
         else:
             tok = VQModelTokenizer(VQModel.from_pretrained(path, subfolder=VQ_DIR, revision=revision,
-                                                           low_cpu_mem_usage=False, torch_dtype=dtype))
+                                                           low_cpu_mem_usage=True, torch_dtype=dtype))
         return cls(llm, tokenizer, vision, modules, tok)
 
     def _save_parts(self, directory: Path) -> dict[str, Any]:
