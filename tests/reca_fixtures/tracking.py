@@ -40,7 +40,7 @@ class FakeTracker:
     def log_metrics(self, metrics, step=None):
         self.metrics.update(metrics)
 
-    def log_artifact(self, path, artifact_path=None):
+    def log_artifact(self, path, artifact_path=None, *, link=False):
         self.artifacts.append(Path(path).name)
 
     def set_tags(self, tags):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from reca.tracking.mlflow_run import stage_run
@@ -18,7 +22,7 @@ def pipeline_with_model(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     build_tiny_adapter().save_pretrained(tmp_path / "models" / "reca")
     with stage_run("train") as train:
-        train.log_artifact(tmp_path / "models" / "reca", artifact_path="model")
+        train.log_artifact(tmp_path / "models" / "reca", artifact_path="model", link=True)
     with stage_run("evaluate") as evaluate:
         evaluate.log_metrics({"reca.overall": 0.25})
     return client, uri, train.run_id, evaluate.run_id
@@ -56,3 +60,25 @@ def test_a_version_without_a_run_is_a_clear_error(pipeline_with_model, tmp_path)
     client.create_model_version("orphan", source=(tmp_path / "models" / "reca").as_uri())
     with pytest.raises(LookupError, match="orphan/1 .* not linked to a run"):
         model_version_lineage("orphan", 1, tracking_uri=uri)
+
+
+def test_a_logged_model_shares_its_bytes_with_the_stage_output_in_a_local_store(pipeline_with_model, tmp_path):
+    client, _, train_id, _ = pipeline_with_model
+    import mlflow
+
+    output = tmp_path / "models" / "reca"
+    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=train_id, artifact_path="model",
+                                                          dst_path=str(tmp_path / "download")))
+    store = Path(urllib.request.url2pathname(urllib.parse.urlparse(
+        f"{client.get_run(train_id).info.artifact_uri}/model").path))
+    files = sorted(p.relative_to(output) for p in output.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(downloaded) for p in downloaded.rglob("*") if p.is_file())
+    for name in files:
+        assert (downloaded / name).read_bytes() == (output / name).read_bytes()
+        # one copy on disk: the run's artifact is the output's file (a hard link), not a second copy
+        assert (store / name).stat().st_ino == (output / name).stat().st_ino
+    with stage_run("evaluate") as other:  # without link: a copy, as for every other artifact
+        other.log_artifact(output, artifact_path="copied")
+    copied = Path(urllib.request.url2pathname(urllib.parse.urlparse(
+        f"{client.get_run(other.run_id).info.artifact_uri}/copied").path))
+    assert (copied / files[0]).stat().st_ino != (output / files[0]).stat().st_ino

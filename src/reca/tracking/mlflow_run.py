@@ -19,6 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +78,16 @@ class StageRun:
 
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None, *, link: bool = False) -> None:
+        """Log a file or directory; with ``link``, hard-link it into a local artifact store instead of copying.
+
+        ``link`` is for model directories: their files are written once and
+        replaced, never edited in place (atomic writes), so the run's copy and
+        the stage output can share their bytes on disk. Remote stores, other
+        file systems and links refused by the OS fall back to a copy.
+        """
+        if self.active and link and Path(path).exists() and _link_into_local_store(Path(path), artifact_path):
+            return
         if self.active and Path(path).exists():
             import mlflow
 
@@ -89,6 +101,26 @@ class StageRun:
             import mlflow
 
             mlflow.set_tags(tags)
+
+
+def _link_into_local_store(path: Path, artifact_path: str | None) -> bool:
+    """Hard-link ``path`` under the active run's local artifact directory; False if the store is not local."""
+    import mlflow
+
+    uri = urllib.parse.urlparse(mlflow.get_artifact_uri(artifact_path))
+    if uri.scheme not in ("", "file"):
+        return False
+    dest_root = Path(urllib.request.url2pathname(uri.path))
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for source in files:
+        dest = dest_root / (source.relative_to(path) if path.is_dir() else source.name)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        try:
+            os.link(source, dest)
+        except OSError:  # another file system, or links not allowed: a copy is still a correct artifact
+            shutil.copy2(source, dest)
+    return True
 
 
 def set_experiment(root: str | Path) -> str:

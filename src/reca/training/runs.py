@@ -119,7 +119,7 @@ def run_training(
     trainer = Trainer(
         objective, planner, optim, ckpt_dir,
         log_fn=lambda step, m: tracker.log_metrics(m, step),
-        milestone_fn=lambda step, path: tracker.log_artifact(path, artifact_path=f"milestones/step{step:07d}"),
+        milestone_fn=lambda step, path: tracker.log_artifact(path, artifact_path=f"milestones/step{step:07d}", link=True),
         warn_fn=lambda key, message: tracker.set_tags({key: message}),
         frozen_parts=frozen_parts,
         copy_warn_ratio=copy_warn_ratio,
@@ -135,7 +135,8 @@ def run_training(
     trainer.save_checkpoint()
     trainer.export(output_dir)
     if tracker.active:
-        tracker.log_artifact(output_dir, artifact_path="model")
+        # linked, not copied, where the store is local: the model is on disk once, not twice
+        tracker.log_artifact(output_dir, artifact_path="model", link=True)
         if registered_model and tracker.run_id:
             info = register(tracker.run_id, registered_model)
             write_pointer(output_dir, info)
