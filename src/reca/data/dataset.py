@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
-from reca.data.transforms import to_tensor
+from reca.data.transforms import array_to_tensor, to_tensor
 from reca.fileio import read_jsonl
 from reca.stage_files import DEGRADED_MANIFEST
 
@@ -54,12 +55,14 @@ class ImageTable:
         return len(self.rows)
 
     @functools.lru_cache(maxsize=16384)  # noqa: B019 - bounded; tables live for one stage
-    def _load(self, rel: str) -> torch.Tensor:
-        return read_image_tensor(self.root / rel)
+    def _load(self, rel: str) -> np.ndarray:
+        # Kept as the file's 8-bit pixels: a quarter of the float tensor's memory.
+        with Image.open(self.root / rel) as img:
+            return np.asarray(img.convert("RGB"))
 
     def pixels(self, indices: Sequence[int], kind: str) -> torch.Tensor:
-        """Stack the ``kind`` copy (``understanding`` or ``generation``) of the given rows."""
-        return torch.stack([self._load(self.rows[i][kind]) for i in indices])
+        """Stack the ``kind`` copy (``understanding`` or ``generation``) of the given rows, in [-1, 1]."""
+        return torch.stack([array_to_tensor(self._load(self.rows[i][kind])) for i in indices])
 
     def captions(self, indices: Sequence[int]) -> list[str]:
         return [self.rows[i]["caption"] for i in indices]

@@ -22,6 +22,7 @@ process or by several, is the same files byte for byte.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -186,8 +187,49 @@ def invalidate_index(directory: str | Path, key: str) -> None:
         path.unlink()
 
 
-def read_split(directory: str | Path, split: str, *, key: str, ids: list[str]) -> torch.Tensor:
-    """Load one split's features, checking the key and that rows match ``ids`` in order.
+class CachedSplit:
+    """One split's features, read row by row from its memory-mapped shards.
+
+    Training reads a batch of rows per step; holding the split in memory
+    instead would cost rows x tokens x width (about 4.7 MB an image for
+    Janus-Pro's 576 x 2048 features in fp32, gigabytes for a data set) on
+    every rank. Only the rows asked for are copied out of the page cache.
+    """
+
+    def __init__(self, handles: Sequence[Any], starts: Sequence[int], count: int) -> None:
+        self._handles = list(handles)
+        self._starts = list(starts)
+        self._count = count
+        first = self._handles[0].get_slice("features")
+        self._row_shape = tuple(first.get_shape()[1:])
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self._count, *self._row_shape))
+
+    def __getitem__(self, rows: int | Sequence[int]) -> torch.Tensor:
+        """The features of one row, or of several stacked in the order given."""
+        if isinstance(rows, int):
+            return self._row(rows)
+        return torch.stack([self._row(int(i)) for i in rows])
+
+    def _row(self, i: int) -> torch.Tensor:
+        if not 0 <= i < self._count:
+            raise IndexError(f"row {i} of a cached split of {self._count}")
+        s = bisect.bisect_right(self._starts, i) - 1
+        offset = i - self._starts[s]
+        return self._handles[s].get_slice("features")[offset:offset + 1][0]
+
+    def read_all(self) -> torch.Tensor:
+        """The whole split as one tensor (small caches, tests)."""
+        return torch.cat([h.get_tensor("features") for h in self._handles])
+
+
+def open_split(directory: str | Path, split: str, *, key: str, ids: list[str]) -> CachedSplit:
+    """Open one split's features for reading, checking the key and that rows match ``ids`` in order.
 
     Raises:
         FileNotFoundError: no index (embed never finished here).
@@ -213,12 +255,17 @@ def read_split(directory: str | Path, split: str, *, key: str, ids: list[str]) -
     ]:
         raise StaleCacheError(f"{directory}: cached {split} images ({entry['count']}) differ from the degrade "
                               f"manifest's ({len(ids)}) or are in another order; rerun `dvc repro embed`")
-    parts = []
-    for shard in shards:
-        with safe_open(str(directory / shard.file), framework="pt") as fh:
-            if (fh.metadata() or {}).get("key") != key:
-                raise StaleCacheError(f"{directory / shard.file}: written for another key; rerun `dvc repro embed`")
-            parts.append(fh.get_tensor("features"))
-    if not parts:
+    if not shards:
         raise StaleCacheError(f"{directory}: split {split!r} has no cached images")
-    return torch.cat(parts)
+    handles = []
+    for shard in shards:
+        handle = safe_open(str(directory / shard.file), framework="pt")
+        if (handle.metadata() or {}).get("key") != key:
+            raise StaleCacheError(f"{directory / shard.file}: written for another key; rerun `dvc repro embed`")
+        handles.append(handle)
+    return CachedSplit(handles, [s.start for s in shards], entry["count"])
+
+
+def read_split(directory: str | Path, split: str, *, key: str, ids: list[str]) -> torch.Tensor:
+    """One split's features as a single tensor (checked as :func:`open_split` checks them)."""
+    return open_split(directory, split, key=key, ids=ids).read_all()

@@ -64,9 +64,15 @@ def degrade(image: Image.Image, blur_sigma: float = 0.0, downup_factor: float = 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> float tensor (3, H, W) in [-1, 1]."""
+
+    return array_to_tensor(np.asarray(image.convert("RGB")))
+
+
+def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """RGB pixels (H, W, 3) uint8 -> float tensor (3, H, W) in [-1, 1]."""
     import torch
 
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    arr = pixels.astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 

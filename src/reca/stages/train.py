@@ -48,7 +48,7 @@ def run(params: TrainParams, model: ModelParams, degraded_dir: str | Path, model
                  and "understanding_encoder" in params.freeze)
     if use_cache:
         key = embedding_cache.key_for(adapter, model.revision, read_json(Path(degraded_dir) / DEGRADE_RECORD))
-        features = embedding_cache.read_split(embeddings_dir, "unlabeled", key=key,
+        features = embedding_cache.open_split(embeddings_dir, "unlabeled", key=key,
                                               ids=unlabeled.ids(range(len(unlabeled))))
     tracker.log_params({
         **flatten(model, "model"),

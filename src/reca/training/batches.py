@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from reca.data.dataset import ImageTable
+from reca.data.embedding_cache import CachedSplit
 from reca.objectives.reca import CaptionedBatch, ReconstructionBatch, TrainBatch
 
 
@@ -65,7 +66,7 @@ class BatchPlanner:
         instructions: Sequence[str] = (),
         unlabeled: ImageTable | None = None,
         captioned: ImageTable | None = None,
-        features: torch.Tensor | None = None,
+        features: torch.Tensor | CachedSplit | None = None,
     ) -> None:
         if unlabeled is not None and len(unlabeled) == 0:
             raise ValueError("the unlabeled split is empty: RecA has nothing to reconstruct")
