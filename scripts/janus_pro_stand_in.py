@@ -15,7 +15,7 @@ template bank, the captioning instructions, the captions and GenEval's
 words), standing in for Janus's 100k-token BPE; the vocabulary of the model
 keeps the published size.
 
-    python scripts/janus_pro_stand_in.py --out models/janus-pro-1b-l2 --layers 2
+    python scripts/janus_pro_stand_in.py --out stand-ins/janus-pro-1b --layers 2
 """
 
 from __future__ import annotations
