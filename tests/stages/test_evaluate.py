@@ -83,6 +83,12 @@ def test_two_models_get_a_delta(setup: dict) -> None:
                            out / "metrics.json", out / "report", FakeTracker())
     assert metrics["delta"]["overall"] == pytest.approx(metrics["reca"]["overall"] - metrics["sft"]["overall"])
     assert "single_object_images" not in metrics["delta"]
+    # each difference carries its 95% interval (paired bootstrap over prompts), in metrics and in the table
+    for key, value in metrics["delta"].items():
+        if key in metrics["delta_95_low"]:
+            assert metrics["delta_95_low"][key] <= value + 1e-9 <= metrics["delta_95_high"][key] + 2e-9
+    assert "overall" in metrics["delta_95_low"]
+    assert "95% interval of Δ" in (out / "report" / "comparison.md").read_text()
     assert not (out / "report" / "reconstructions.png").exists()
 
 

@@ -43,13 +43,18 @@ def tasks_in(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str]) ->
     return [t for t in TASKS if any(t in metrics[m] for m in models)]
 
 
-def markdown_table(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str]) -> str:
+def markdown_table(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[str],
+                   intervals: Mapping[str, Sequence[float]] | None = None) -> str:
     """Rows: overall, each task (% correct images / % correct prompts), diagnostics; columns: models (+ delta).
 
-    The delta column (last model minus first) appears when there are exactly two models.
+    The delta column (last model minus first) appears when there are exactly
+    two models; with ``intervals`` (metric -> 95% interval of the difference,
+    :func:`reca.evaluation.bootstrap.difference_intervals`), so does a column
+    giving each image-accuracy difference's interval.
     """
     delta = len(models) == 2
-    header = ["metric", *models] + (["Δ"] if delta else [])
+    with_ci = delta and intervals is not None
+    header = ["metric", *models] + (["Δ"] if delta else []) + (["95% interval of Δ"] if with_ci else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def row(label: str, keys: Sequence[str]) -> None:
@@ -64,6 +69,9 @@ def markdown_table(metrics: Mapping[str, Mapping[str, Any]], models: Sequence[st
                 else:
                     diffs.append("–")
             cells.append(" / ".join(diffs))
+        if with_ci:
+            ci = intervals.get(keys[0])
+            cells.append(f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     row("**overall** (mean of tasks, %)", ["overall"])

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from reca.data.dataset import ImageTable
 from reca.data.transforms import degrade, resize, to_pil, to_tensor
 from reca.distributed import Workers, join_workers
+from reca.evaluation.bootstrap import difference_intervals
 from reca.evaluation.colour_classifier import ClipColourClassifier
 from reca.evaluation.comparison_report import bar_chart, markdown_table, plot_rows
 from reca.evaluation.detectors import Mask2FormerDetector
@@ -284,6 +285,7 @@ def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, mo
     metrics: dict[str, Any] = {}
     t2i_images: dict[str, list[list[Image.Image]]] = {}
     recon: dict[str, list[Any]] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
     for name, directory in models.items():
         adapter = load_model_dir(directory, model).eval().to(workers.device)
         folder = report_dir / name / "geneval"
@@ -294,6 +296,7 @@ def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, mo
         images, rows, fidelity, recon_in, recon_out = merged
         write_folder(folder, prompts, images)
         write_jsonl(report_dir / name / "results.jsonl", rows)
+        results[name] = rows
         metrics[name] = {**summarize(rows), **colour_bias_scores(rows, prompts, params.usual_colours), **fidelity}
         t2i_images[name] = images
         recon[name] = recon_out
@@ -306,13 +309,18 @@ def run(params: EvaluateParams, model: ModelParams, degraded_dir: str | Path, mo
     if not workers.is_main:
         return {"rank": workers.rank, "processes": workers.world_size}
     names = list(models)
+    intervals = None
     if len(names) == 2:
         a, b = names
         metrics["delta"] = {k: metrics[b][k] - metrics[a][k] for k in metrics[a]
                             if k in metrics[b] and not k.endswith("_images")}
+        intervals = difference_intervals(results[a], results[b], usual_colour_split(prompts, params.usual_colours))
+        # flat, like "delta": `dvc metrics show` prints nested numbers, not lists
+        metrics["delta_95_low"] = {k: lo for k, (lo, _) in intervals.items()}
+        metrics["delta_95_high"] = {k: hi for k, (_, hi) in intervals.items()}
     write_json(metrics_path, metrics)
     with atomic_path(report_dir / "comparison.md") as tmp:
-        tmp.write_text(markdown_table(metrics, names), encoding="utf-8")
+        tmp.write_text(markdown_table(metrics, names, intervals), encoding="utf-8")
     plot_data_path = Path(plot_data_path or Path(metrics_path).with_name("per_task.json"))
     chart_path = Path(chart_path or Path(metrics_path).with_name("per_task.png"))
     write_json(plot_data_path, plot_rows(metrics, names))
@@ -329,7 +337,9 @@ def _save_grids(report_dir: Path, prompts: list[dict[str, Any]], t2i: dict[str, 
     k = min(params.grid_size, len(prompts))
     # Spread the shown prompts over the whole list so every task appears.
     shown = sorted({round(i * (len(prompts) - 1) / max(k - 1, 1)) for i in range(k)}) if prompts else []
-    save_grid(report_dir / "samples.png", [(n, [t2i[n][i][0] for i in shown]) for n in names], label_width=60)
+    # one column per prompt, headed by its text: a reader sees what each sample was asked for
+    save_grid(report_dir / "samples.png", [(n, [t2i[n][i][0] for i in shown]) for n in names], label_width=60,
+              header=[prompts[i]["prompt"] for i in shown])
     save_grid(report_dir / "prompts.png",
               [(prompts[i]["prompt"], [img for n in names for img in t2i[n][i][:1]]) for i in shown], header=names)
     if recon.get("input"):
