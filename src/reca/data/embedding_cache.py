@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 
 from reca.fileio import atomic_path, read_json, write_json
+from reca.safetensors_writer import write_safetensors
 from reca.stage_files import EMBEDDING_INDEX as INDEX
 
 FORMAT_VERSION = 2
@@ -123,27 +123,8 @@ def write_shard(directory: str | Path, shard: Shard, features: torch.Tensor, key
     meta = {"key": key, "dtype": dtype, "split": shard.split, "start": str(shard.start), "count": str(shard.count),
             "ids_digest": shard.ids_digest, "rows_digest": shard.rows_digest}
     with atomic_path(Path(directory) / shard.file) as tmp:
-        _save_reproducibly({"features": features.to(DTYPES[dtype]).contiguous()}, meta, tmp)
-
-
-def _save_reproducibly(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
-    """Write a safetensors file whose header has its keys sorted.
-
-    safetensors serialises its header from a hash map, so the key order (and
-    with it the file's bytes) changes from one process to the next. The header
-    is a length-prefixed JSON object padded with spaces: rewriting it sorted,
-    at the same length, changes no offset.
-    """
-    blob = save(tensors, metadata=metadata)
-    length = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + length])
-    ordered = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    if len(ordered) > length:  # never: the same keys and values, compactly written
-        raise ValueError("safetensors header grew when sorted")
-    with path.open("wb") as fh:
-        fh.write(blob[:8])
-        fh.write(ordered.ljust(length, b" "))
-        fh.write(memoryview(blob)[8 + length:])
+        # the header sorted: the same features and metadata are the same bytes in any process
+        write_safetensors({"features": features.to(DTYPES[dtype])}, tmp, meta)
 
 
 def read_shard_shape(directory: str | Path, shard: Shard) -> tuple[int, ...]:

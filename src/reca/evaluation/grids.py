@@ -10,7 +10,6 @@ from PIL import Image, ImageDraw
 
 from reca.fileio import atomic_path
 
-
 #: PIL's default bitmap font: pixels per character and per line
 CHAR_WIDTH = 6
 LINE_HEIGHT = 11

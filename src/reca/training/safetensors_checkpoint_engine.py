@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from deepspeed.runtime.checkpoint_engine.checkpoint_engine import CheckpointCommitInfo, CheckpointEngine
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from reca.fileio import atomic_path
+from reca.safetensors_writer import write_safetensors
 
 _TREE_KEY = "reca_tree"
 
@@ -56,7 +56,8 @@ def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
         key = f"t{len(tensors)}"
         # clone: safetensors refuses tensors that share storage (ZeRO flat buffers do)
-        tensors[key] = obj.detach().cpu().contiguous().clone()
+        # a reference, not a copy: the writer streams each tensor's bytes from its storage
+        tensors[key] = obj.detach()
         return {"__tensor__": key}
     if isinstance(obj, torch.Size):
         return {"__size__": list(obj)}
@@ -108,7 +109,7 @@ def save_state(state: Any, path: str) -> None:
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(state, "state", tensors)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(tree)})
+        write_safetensors(tensors, tmp, metadata={_TREE_KEY: json.dumps(tree)})
 
 
 def load_state(path: str, map_location: Any = None) -> Any:

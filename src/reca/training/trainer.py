@@ -143,6 +143,10 @@ class Trainer:
             bf16 = self.ds_config["bf16"]["enabled"]
             place_frozen(frozen, dtype=torch.bfloat16 if bf16 else None, device=self.engine.device)
         self.engine.checkpoint_engine = SafetensorsCheckpointEngine()
+        if self.world_size == 1 and self.optim.zero_stage == 0:
+            # One process has nothing to average, but DeepSpeed's stage-0 all-reduce would still copy
+            # every gradient into flat buckets of up to 500M elements and back: gigabytes, for nothing.
+            self.engine.enable_backward_allreduce = False
         scheduler = self.engine.lr_scheduler
         if scheduler is not None and getattr(scheduler, "last_batch_iteration", 0) < 0:
             # WarmupCosineLR starts "before step 0" at lr 0 and only advances after
