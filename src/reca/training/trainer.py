@@ -131,7 +131,10 @@ class Trainer:
         self.ds_config = build_config(self.optim, on_cpu=on_cpu, world_size=self.world_size, root=self.root)
         check_weights_dtype(self.objective, self.ds_config)
         optimizer = torch.optim.AdamW(
-            _param_groups(self.objective, self.optim.weight_decay), lr=self.optim.lr, betas=self.optim.betas
+            _param_groups(self.objective, self.optim.weight_decay), lr=self.optim.lr, betas=self.optim.betas,
+            # one kernel per tensor, in place: the default CPU path allocates a temporary the size
+            # of each parameter (1.8 GB at the peak for Janus-Pro-1B's embeddings), and is slower
+            fused=True,
         )
         parts = self.objective.adapter.parts()
         frozen = [parts[name] for name in self.frozen_parts if name in parts]
