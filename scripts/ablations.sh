@@ -70,11 +70,10 @@ exp cond-vae-latents -S train.condition=generation_latents
 # (template only); a RecA gain over this control is a gain from h_v.
 exp cond-template-only -S train.condition=template_only
 
-# Order (paper: SFT then RecA). Both spend 1500 SFT steps and train.steps RecA steps;
-# order-reca-sft moves the last 500 SFT steps after RecA (the post_sft stage). On the
-# from-scratch default `sft` also builds the model, so some SFT always comes first.
-exp order-sft-reca -S sft.steps=1500 -S post_sft.steps=0
-exp order-reca-sft -S sft.steps=1000 -S post_sft.steps=500
+# Order (paper: SFT then RecA). Both start from the published model and spend 500 SFT
+# steps and train.steps RecA steps: SFT before RecA (the sft stage), or after it (post_sft).
+exp order-sft-reca -S sft.enabled=true -S sft.steps=500 -S post_sft.steps=0
+exp order-reca-sft -S sft.enabled=false -S sft.steps=500 -S post_sft.steps=500
 
 for name in "${SELECTED[@]}"; do
   if [[ -z ${OVERRIDES[$name]+set} ]]; then

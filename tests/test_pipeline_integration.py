@@ -44,9 +44,7 @@ def _run(cmd: list[str], root: Path, timeout: int = 400) -> subprocess.Completed
 
 def _shrink(params_path: Path) -> None:
     p = yaml.safe_load(params_path.read_text())
-    p["model"]["tiny"].update(hidden_size=64, num_layers=2, intermediate_size=128, vision_layers=1,
-                              codebook_size=256)
-    p["sft"].update(steps=6, warmup_steps=1, checkpoint_every=3, log_every=2, batch_size=8)
+    p["sft"].update(steps=6, warmup_steps=1, checkpoint_every=3, log_every=2, batch_size=8)  # when enabled
     p["train"].update(steps=4, warmup_steps=1, checkpoint_every=2, log_every=2, batch_size=8)
     p["evaluate"].update(prompts_per_task=2, samples_per_prompt=1, n_reconstruction=4, batch_size=8, grid_size=4)
     params_path.write_text(yaml.safe_dump(p, sort_keys=False))
@@ -66,7 +64,14 @@ def pipeline_copy(tmp_path_factory) -> Path:
     _run(["git", "init", "-q"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "copy"], root)
-    _run([str(BIN / "dvc"), "pull", "-q", "data.dvc"], root)
+    # as `make run` does: the data and the published starting model from the in-repo remote
+    _run([str(BIN / "dvc"), "pull", "-q", "data.dvc", "start_model"], root)
+    # then a smaller world from the same generator, so curate and degrade stay quick (the published
+    # model knows its words): what a user does with their own images
+    shutil.rmtree(root / "data" / "raw")
+    _run([str(BIN / "reca"), "make-world", "--out", "data/raw", "--seed", "1", "--captioned", "48",
+          "--unlabeled", "48", "--heldout", "8"], root)
+    _run([str(BIN / "dvc"), "add", "-q", "data/raw"], root)
     _run([str(BIN / "dvc"), "repro"], root, timeout=600)
     return root
 
@@ -104,7 +109,7 @@ def test_every_stage_is_an_mlflow_run_with_params_and_artifacts(pipeline_copy):
         assert run.data.tags["git.commit"] != "unknown"
         assert run.data.params, f"{stage} logged no params"
     train = by_stage["train"]
-    assert train.data.params["train.lambda_reca"] == "1.0"
+    assert train.data.params["train.lambda_reca"] == "0.5"
     assert train.data.params["train.h_v_source"] == "cache"
     history = client.get_metric_history(train.info.run_id, "loss_reca")
     assert [m.step for m in history] == [2, 4]
@@ -159,7 +164,7 @@ def test_condition_and_order_ablations_run_as_dvc_experiments(pipeline_copy):
     # The mechanism of scripts/ablations.sh's cond-vae-latents and order-reca-sft, on the shrunken default.
     experiments = {
         "cond-vae-latents": ["-S", "train.condition=generation_latents"],
-        "order-reca-sft": ["-S", "sft.steps=4", "-S", "post_sft.steps=2", "-S", "post_sft.warmup_steps=1",
+        "order-reca-sft": ["-S", "post_sft.steps=2", "-S", "post_sft.warmup_steps=1",
                            "-S", "post_sft.checkpoint_every=2"],
     }
     for name, overrides in experiments.items():

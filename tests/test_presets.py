@@ -18,7 +18,7 @@ def test_every_shipped_preset_gives_valid_params(tmp_path, preset):
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
     changed = apply_preset(preset, params)
-    assert "train.steps" in changed
+    assert changed  # every preset changes something (the dotted keys whose value differs)
     sections = validate_params_file(params)  # model.tiny and image_tokenizer against the preset's adapter too
     assert sections["train"].steps == yaml.safe_load(preset.read_text())["train"]["steps"]
     assert "# reca pipeline parameters" in params.read_text()  # comments survive

@@ -105,6 +105,14 @@ def _cmd_sft(args: argparse.Namespace) -> dict:
         params, model, args.degraded, args.output, run, templates=templates))
 
 
+def _cmd_start_model(args: argparse.Namespace) -> dict:
+    from reca.stages import sft
+
+    templates = _reca_templates(args)
+    return _training_stage(args, "start_model", lambda params, model, run: sft.run_start_model(
+        params, model, args.degraded, args.output, run, templates=templates))
+
+
 def _cmd_post_sft(args: argparse.Namespace) -> dict:
     from reca.stages import sft
 
@@ -283,8 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes, overriding degrade.workers (0 = every core); outputs do not change")
 
-    p = add("sft", _cmd_sft, "Caption->image and image->caption training (builds the tiny model from scratch "
-            "on the default world); writes the model RecA starts from.")
+    p = add("start-model", _cmd_start_model, "Train the tiny starting model from scratch (params sections "
+            "start_model and model.tiny) and write it with its lineage.json. The embedded default ships this model "
+            "in its DVC remote: `dvc repro` never runs this (the stage is frozen); `make start-model` does.")
+    p.add_argument("--degraded", default="data/degraded", help="degrade stage output (default: data/degraded)")
+    p.add_argument("--output", default="models/start", help="where the model goes (default: models/start)")
+
+    p = add("sft", _cmd_sft, "Caption->image and image->caption training of model.pretrained (or of a tiny "
+            "model built from scratch when it is null); with sft.enabled false, passes model.pretrained through. "
+            "Writes the model RecA starts from.")
     p.add_argument("--degraded", default="data/degraded", help="degrade stage output (default: data/degraded)")
     p.add_argument("--output", default="models/sft", help="where the HF-format model goes (default: models/sft)")
 

@@ -252,6 +252,17 @@ class SFTParams(SFTObjectiveParams):
         return self.enabled
 
 
+class StartModelParams(SFTObjectiveParams):
+    """``start_model``: how the published tiny starting model was trained (the frozen `start_model` stage).
+
+    RecA post-trains a published model. On the embedded world that model is
+    this project's own: built from scratch at ``model.tiny`` and trained by
+    the SFT objective with these settings, once, then shipped in the DVC
+    remote (``models/start``) the way a user downloads a checkpoint. `dvc
+    repro` never retrains it; ``make start-model`` does.
+    """
+
+
 class PostSFTParams(SFTObjectiveParams):
     """``post_sft``: SFT after RecA, the RecA->SFT order of the paper's ablation (0 steps: none).
 
@@ -395,6 +406,7 @@ SECTIONS: dict[str, type[Section]] = {
     "curate": CurateParams,
     "degrade": DegradeParams,
     "model": ModelParams,
+    "start_model": StartModelParams,
     "sft": SFTParams,
     "embed": EmbedParams,
     "train": TrainParams,

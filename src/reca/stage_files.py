@@ -34,3 +34,6 @@ DEGRADE_RECORD = "degrade.json"
 
 #: embed: the cache's key, what it was made from, and each split's shards
 EMBEDDING_INDEX = "index.json"
+
+#: start_model: beside the published starting model's weights, where it came from (params, data, seed, commit)
+START_MODEL_LINEAGE = "lineage.json"

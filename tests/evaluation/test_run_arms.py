@@ -70,9 +70,11 @@ def test_tables_per_arm_seed_and_metric(tmp_path: Path) -> None:
 
 
 def test_evaluate_overrides_are_validated_and_validation_draws_differ_from_reported_ones() -> None:
-    guided = run_arms.with_evaluate(BASE, guidance_scale=1.5)
-    assert guided["evaluate"] == {**BASE["evaluate"], "guidance_scale": 1.5} and guided["train"] == BASE["train"]
-    assert BASE["evaluate"]["guidance_scale"] == 1.0  # the base is not modified
+    before = BASE["evaluate"]["guidance_scale"]
+    guided = run_arms.with_evaluate(BASE, guidance_scale=before + 0.5)
+    assert guided["evaluate"] == {**BASE["evaluate"], "guidance_scale": before + 0.5}
+    assert guided["train"] == BASE["train"]
+    assert BASE["evaluate"]["guidance_scale"] == before  # the base is not modified
     with pytest.raises(ParamsError, match="guidance_scale"):
         run_arms.with_evaluate(BASE, guidance_scale=0.5)
     draws = run_arms.validation_draws(BASE)

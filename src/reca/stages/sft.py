@@ -17,16 +17,24 @@ RecA->SFT order of the paper's ablation; with 0 steps (the default) it passes
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from reca.data.dataset import ImageTable
+from reca.distributed import is_rank_zero
+from reca.fileio import write_json
 from reca.models.base import UMMAdapter
 from reca.models.loading import initial_model, load_model_dir, pass_through
+from reca.models.model_params import resolve_model_params
 from reca.objectives.sft import SFTObjective
 from reca.objectives.templates import CAPTION_INSTRUCTIONS, RECONSTRUCTION_TEMPLATES
-from reca.params import ModelParams, PostSFTParams, SFTObjectiveParams, SFTParams, flatten
+from reca.params import ModelParams, PostSFTParams, SFTObjectiveParams, SFTParams, StartModelParams, flatten
+from reca.stage_files import START_MODEL_LINEAGE
+from reca.tracking.lineage import git_tags
 from reca.tracking.mlflow_run import StageRun
 from reca.training.registration import read_pointer, write_pointer
 from reca.training.runs import (
@@ -59,6 +67,41 @@ def run(params: SFTParams, model: ModelParams, degraded_dir: str | Path, output_
                                 params, params.freeze)
     inputs = {"degraded": degraded_digest(degraded_dir), "model": model.model_dump_json()}
     return _train_sft(adapter, params, captioned, inputs, output_dir, tracker, "sft", root, templates)
+
+
+def run_start_model(params: StartModelParams, model: ModelParams, degraded_dir: str | Path, output_dir: str | Path,
+                    tracker: StageRun, root: str | Path = ".", templates: Sequence[str] = RECONSTRUCTION_TEMPLATES
+                    ) -> dict[str, Any]:
+    """Train the tiny starting model from scratch (``model.tiny``) and record where it came from.
+
+    ``model.pretrained`` is ignored: this is what makes the model that the
+    default ``model.pretrained`` names. Beside the weights, ``lineage.json``
+    records the params, the data's digests, the seed and the commit, so the
+    shipped model says how to make it again.
+    """
+    scratch = model.model_copy(update={"pretrained": None, "revision": None})
+    metrics = run(SFTParams(**params.model_dump(), enabled=True), scratch, degraded_dir, output_dir, tracker,
+                  root, templates)
+    if is_rank_zero():
+        write_json(Path(output_dir) / START_MODEL_LINEAGE, start_model_lineage(params, scratch, degraded_dir, root))
+    return metrics
+
+
+def start_model_lineage(params: StartModelParams, model: ModelParams, degraded_dir: str | Path,
+                        root: str | Path = ".") -> dict[str, Any]:
+    """What the starting model was made from: params, data digests, seed, commit, date."""
+    raw = Path(root) / "data.dvc"
+    return {
+        "made_by": "reca start-model (dvc stage start_model; `make start-model` makes it again)",
+        "params": {"start_model": params.model_dump(mode="json"),
+                   "model": resolve_model_params(model).model_dump(mode="json", exclude={"pretrained", "revision"})},
+        "seed": params.seed,
+        "data": {"degraded": degraded_digest(degraded_dir),
+                 "raw": yaml.safe_load(raw.read_text())["outs"][0]["md5"] if raw.exists() else None},
+        "git_commit": git_tags(root)["git.commit"],
+        "git_dirty": git_tags(root)["git.dirty"] == "true",  # tracked files differed from that commit
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def run_post(params: PostSFTParams, model: ModelParams, degraded_dir: str | Path, model_dir: str | Path,

@@ -80,4 +80,5 @@ def _check_model_reads(adapter: UMMAdapter, templates: TemplateBank, template_fi
         # a ParamsError: the CLI reports it as a bad setting (exit 2), not as a crash
         raise ParamsError(
             f"train.template_file ({source}): the model's tokenizer does not know {unknown}. A model built from scratch learns only the "
-            "words SFT saw: rerun `reca sft` (it reads train.template_file) or reword the templates")
+            "words it was trained on: make it again (`make start-model` for the published one, or `reca sft` with "
+            "model.pretrained null; both read train.template_file) or reword the templates")
