@@ -267,7 +267,9 @@ def test_shrunken_sweep_trains_and_scores_every_arm(tmp_path: Path) -> None:
     params = json.loads(json.dumps(BASE))
     params["model"]["tiny"].update(hidden_size=64, num_layers=2, intermediate_size=128, vision_layers=1,
                                    codebook_size=128, kmeans_iters=2)
-    params["sft"].update(steps=3, warmup_steps=1, checkpoint_every=3, batch_size=4, log_every=1)
+    # the research set-up: sft builds the tiny model from scratch (configs/presets/shapeworld-arms*.yaml)
+    params["model"]["pretrained"] = None
+    params["sft"].update(enabled=True, steps=3, warmup_steps=1, checkpoint_every=3, batch_size=4, log_every=1)
     params["train"].update(zero_stage=0, warmup_steps=1, checkpoint_every=2, batch_size=4, log_every=1)
     params["evaluate"].update(prompts_per_task=1, samples_per_prompt=1, n_reconstruction=2, batch_size=16)
     params_file = tmp_path / "params.yaml"

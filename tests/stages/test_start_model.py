@@ -86,3 +86,12 @@ def test_the_published_start_model_in_the_remote_matches_its_lineage():
     assert lineage["data"]["raw"] == data
     weights = REPO / "dvcstore" / "files" / "md5" / listing["model.safetensors"][:2] / listing["model.safetensors"][2:]
     assert all(torch.isfinite(t).all() for t in load_file(str(weights)).values())
+
+
+def test_a_missing_start_model_says_how_to_pull_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here either way: fail at once
+    monkeypatch.chdir(tmp_path)  # a checkout where `dvc pull start_model` has not run
+    model = ModelParams(adapter="janus_ar", pretrained="models/start")
+    with pytest.raises(FileNotFoundError, match=r"'models/start' is neither a local directory.*dvc pull start_model"):
+        sft.run(SFTParams(enabled=False), model, _captioned_dir(tmp_path / "degraded"), tmp_path / "sft",
+                FakeTracker(), root=tmp_path)

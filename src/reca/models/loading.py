@@ -52,7 +52,13 @@ def pass_through(source: str | Path, output_dir: str | Path, model: ModelParams)
     if not source_dir.is_dir():
         from huggingface_hub import snapshot_download
 
-        source_dir = Path(snapshot_download(str(source), revision=model.revision))
+        try:
+            source_dir = Path(snapshot_download(str(source), revision=model.revision))
+        except Exception as err:  # noqa: BLE001 - any hub failure means the same thing here
+            raise FileNotFoundError(
+                f"model.pretrained {source!r} is neither a local directory nor a hub model that could be fetched "
+                f"({type(err).__name__}). The default's published starting model comes from the repository's DVC "
+                "remote: `dvc pull start_model` (make run does it)") from err
     with atomic_dir(output_dir) as tmp:
         shutil.copytree(source_dir, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".git", ".cache"))
         if not (tmp / ADAPTER_FILE).exists():
